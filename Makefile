@@ -1,0 +1,58 @@
+# The two commands that matter: `make run` (a local demo) and `make test` (everything CI runs).
+# `make help` lists the rest.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka run test check lint typecheck unit integration e2e soak bench bench-quick clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its dev tools
+
+kafka: $(STAMP) ## fetch Apache Kafka's jars from Maven Central (cached in ~/.cache)
+	$(PY) -m processor.devkit.broker fetch
+
+run: $(STAMP) kafka ## local demo: broker + Clearbit-compatible server + sample events + processor
+	$(PY) -m processor.devkit.demo
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check processor tests
+
+typecheck: $(STAMP) ## mypy --strict on the package
+	$(BIN)/mypy
+
+unit: $(STAMP) ## unit tests only (no broker)
+	$(PY) -m pytest tests/unit
+
+integration: $(STAMP) kafka ## integration tests (real broker)
+	$(PY) -m pytest tests/integration
+
+e2e: $(STAMP) kafka ## whole-process tests: kills, restarts, chaos
+	$(PY) -m pytest tests/e2e
+
+test: $(STAMP) kafka lint typecheck ## lint, types and the whole test suite (what CI runs)
+	$(PY) -m pytest tests
+
+soak: $(STAMP) kafka ## the long chaos run (not part of `make test`)
+	SOAK=1 $(PY) -m pytest tests/e2e -k soak
+
+bench: $(STAMP) kafka ## the benchmark: prints a table, writes bench-results.json
+	$(PY) -m processor.devkit.bench
+
+bench-quick: $(STAMP) kafka ## the benchmark with small sizes
+	$(PY) -m processor.devkit.bench --quick
+
+clean: ## remove the venv and caches (not the Kafka jar cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
