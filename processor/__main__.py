@@ -1,0 +1,7 @@
+"""``python -m processor``: the same as the ``processor`` console script."""
+
+import sys
+
+from processor.cli import main
+
+sys.exit(main())

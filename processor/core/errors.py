@@ -1,0 +1,158 @@
+"""Every error this package raises, in one tree.
+
+::
+
+    ProcessorError                  base of everything below
+    ├── ConfigError                 a setting is wrong; the CLI prints one line, exit 2
+    ├── FatalError                  the stage must stop; nothing in flight is committed
+    │   ├── ProviderAuthError       the provider refused the key (401/403)
+    │   └── DeliveryError           an output or dead letter could not be delivered
+    ├── RecordError                 one record cannot be processed: it is dead-lettered
+    │   ├── DecodeError             the value is not JSON, or not a JSON object
+    │   ├── InvalidFieldError       a field has the wrong type
+    │   ├── MissingIdentityError    neither userId nor anonymousId
+    │   ├── InvalidEmailError       the email is not a syntactically valid address
+    │   ├── ProviderRejectedError   the provider answered 422 for this email
+    │   ├── RetriesExhaustedError   a retryable failure outlived its retries or deadline
+    │   └── LookupPendingError      the provider kept answering 202 past the deadline
+    └── ProviderError               a lookup attempt failed (handled inside the lookup pool)
+        ├── TransientProviderError  timeout, 5xx, connection error: retry with backoff
+        ├── RateLimitedError        429: the whole pool waits until ``retry_at``
+        └── QuotaExhaustedError     402: the whole pool pauses and probes periodically
+
+Each class says whether retrying can help (``retryable``). A ``RecordError``
+carries the source record it is about, so a dead letter can always be built,
+and a machine-readable ``reason`` that goes into the dead letter's headers.
+
+No message built here contains an API key or a raw email address: the dead
+letter keeps the original bytes, and logs and headers are read by more people
+than the data is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from processor.core.records import SourceRecord
+
+
+class ProcessorError(Exception):
+    """Base class of every error raised by this package."""
+
+    retryable: ClassVar[bool] = False
+
+
+class ConfigError(ProcessorError):
+    """A setting is missing or invalid. The message names the variable and what to fix."""
+
+
+class FatalError(ProcessorError):
+    """The stage cannot go on; records in flight are left uncommitted for the next run."""
+
+    exit_code: ClassVar[int] = 3
+
+
+class ProviderAuthError(FatalError):
+    """The enrichment provider refused the API key."""
+
+
+class DeliveryError(FatalError):
+    """Kafka did not confirm delivery of an output or dead letter."""
+
+
+class RecordError(ProcessorError):
+    """One record cannot be processed and goes to the dead-letter topic."""
+
+    reason: ClassVar[str] = "unprocessable"
+
+    def __init__(self, message: str, record: SourceRecord | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.record = record
+
+    def with_record(self, record: SourceRecord) -> RecordError:
+        """Attach the record this error is about (decoders do not know it) and return self."""
+        self.record = record
+        return self
+
+
+class DecodeError(RecordError):
+    """The value is not valid JSON, or not a JSON object."""
+
+    reason = "not_json"
+
+
+class NotAnObjectError(DecodeError):
+    """The value is valid JSON but not an object."""
+
+    reason = "not_an_object"
+
+
+class InvalidFieldError(RecordError):
+    """A field is present but of the wrong type."""
+
+    reason = "invalid_field"
+
+
+class MissingIdentityError(RecordError):
+    """An identify call with neither userId nor anonymousId."""
+
+    reason = "missing_identity"
+
+
+class InvalidEmailError(RecordError):
+    """The email trait is not a syntactically valid address (decided locally, no lookup)."""
+
+    reason = "invalid_email"
+
+
+class ProviderRejectedError(RecordError):
+    """The provider answered 422: it will never accept this email."""
+
+    reason = "provider_rejected"
+
+
+class RetriesExhaustedError(RecordError):
+    """Retryable failures went on past the configured attempts or deadline."""
+
+    reason = "retries_exhausted"
+
+
+class LookupPendingError(RecordError):
+    """The provider kept the lookup queued (202) past the configured deadline."""
+
+    reason = "lookup_pending_timeout"
+
+
+class ProviderError(ProcessorError):
+    """One lookup attempt failed; the lookup pool decides what happens next."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientProviderError(ProviderError):
+    """Timeout, connection error or 5xx: worth retrying after a backoff."""
+
+    retryable = True
+
+
+class RateLimitedError(ProviderError):
+    """429: the provider wants the whole client to wait until ``retry_at`` (monotonic s)."""
+
+    retryable = True
+
+    def __init__(self, message: str, retry_at: float | None) -> None:
+        super().__init__(message, status="429")
+        self.retry_at = retry_at
+
+
+class QuotaExhaustedError(ProviderError):
+    """402: the plan's quota is used up; pause, alert, and probe again later."""
+
+    retryable = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status="402")

@@ -1,0 +1,59 @@
+"""Clearbit person/company objects to flat ``clearbit_*`` traits, by Segment's rule.
+
+``clearbit_`` + ``person_`` or ``company_`` + the field's path, each camelCase
+segment in snake_case, segments joined by ``_``:
+``company.category.subIndustry`` becomes ``clearbit_company_category_sub_industry``.
+Digits stay with the word before them (``sic4Codes`` becomes ``sic4_codes``,
+``usEIN`` becomes ``us_ein``). Null fields and empty objects produce nothing;
+lists stay lists (their items untouched); every other value is copied as is.
+
+The flattener never recurses on the Python stack, so an arbitrarily deep body
+cannot crash it, and it accepts any JSON value without raising.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+PREFIX = "clearbit"
+
+# A boundary before an upper-case letter that follows a lower-case letter or a
+# digit ("subIndustry"), and before the last capital of an acronym that starts
+# a new word ("HTTPServer" -> "HTTP_Server").
+_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
+
+
+@lru_cache(maxsize=4096)
+def snake_case(segment: str) -> str:
+    """One path segment in snake_case; characters outside ``[a-z0-9]`` become ``_``."""
+    spaced = _HUMP.sub("_", segment).lower()
+    return _NOT_WORD.sub("_", spaced).strip("_")
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """Flatten one JSON value under ``prefix`` (``clearbit_person`` for example)."""
+    traits: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [(prefix, value)]
+    while stack:
+        path, node = stack.pop()
+        if node is None:
+            continue
+        if isinstance(node, Mapping):
+            # Reversed so that, popped from the stack, fields come out in body order.
+            for field, child in reversed(list(node.items())):
+                segment = snake_case(str(field))
+                stack.append((f"{path}_{segment}" if segment else path, child))
+        else:
+            traits[path] = node
+    return traits
+
+
+def to_traits(person: Any, company: Any) -> dict[str, Any]:
+    """All ``clearbit_*`` traits for one combined lookup result."""
+    traits = flatten(f"{PREFIX}_person", person)
+    traits.update(flatten(f"{PREFIX}_company", company))
+    return traits

@@ -1,0 +1,162 @@
+"""Hand-written fakes for unit tests: no broker, no HTTP, no Prometheus."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from processor.core.records import Headers, Record
+from processor.ports import DeliveryCallback
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: float = 1_000.0, wall: float = 1_763_900_000.0) -> None:
+        self.now = start
+        self.wall = wall
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.wall + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeSink:
+    """Records what was produced; deliveries are confirmed by ``deliver`` (or ``fail``)."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
+        self._pending: list[DeliveryCallback | None] = []
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
+        self.produced.append((topic, key, value, headers))
+        self._pending.append(on_delivery)
+
+    def deliver(self) -> None:
+        pending, self._pending = self._pending, []
+        for callback in pending:
+            if callback is not None:
+                callback(None, None)
+
+    def fail(self, error: str = "broker down") -> None:
+        pending, self._pending = self._pending, []
+        for callback in pending:
+            if callback is not None:
+                callback(error, None)
+
+    def poll(self, timeout: float) -> None:
+        self.deliver()
+
+    def flush(self, timeout: float) -> int:
+        self.deliver()
+        return 0
+
+    def on(self, topic: str) -> list[tuple[bytes | None, Any, dict[str, Any]]]:
+        """(key, decoded value or raw bytes, headers as a dict) of everything sent to ``topic``."""
+        out = []
+        for t, key, value, headers in self.produced:
+            if t != topic:
+                continue
+            try:
+                decoded: Any = orjson.loads(value) if value is not None else None
+            except orjson.JSONDecodeError:
+                decoded = value
+            out.append((key, decoded, dict(headers or [])))
+        return out
+
+
+class RecordingSensor:
+    """Implements ``processor.ports.Sensor`` by remembering what it was told."""
+
+    def __init__(self) -> None:
+        self.events: Counter[tuple[str, str]] = Counter()
+        self.cache_counts: Counter[str] = Counter()
+        self.lookups: Counter[tuple[str, str]] = Counter()
+        self.retries: Counter[tuple[str, str]] = Counter()
+        self.consumed_total = 0
+        self.latencies: list[float] = []
+        self.produce_errors = 0
+        self.commits: list[bool] = []
+        self.lags: dict[tuple[str, int], int] = {}
+        self.quota: dict[str, bool] = {}
+        self.circuit_states: list[int] = []
+        self.waits: list[float] = []
+        self.in_flight: list[int] = []
+        self.buffered_records: list[tuple[int, bool]] = []
+        self.states: list[tuple[bool, bool]] = []
+
+    def consumed(self, count: int) -> None:
+        self.consumed_total += count
+
+    def outcomes(self, counts: dict[tuple[str, str], int]) -> None:
+        self.events.update(counts)
+
+    def cache(self, hits: int, misses: int, coalesced: int) -> None:
+        self.cache_counts.update(hit=hits, miss=misses, coalesced=coalesced)
+
+    def lookup(self, provider: str, status: str, seconds: float) -> None:
+        self.lookups[(provider, status)] += 1
+
+    def retry(self, provider: str, reason: str) -> None:
+        self.retries[(provider, reason)] += 1
+
+    def rate_limited_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def circuit(self, provider: str, state: int) -> None:
+        self.circuit_states.append(state)
+
+    def quota_exhausted(self, provider: str, exhausted: bool) -> None:
+        self.quota[provider] = exhausted
+
+    def lookups_in_flight(self, count: int) -> None:
+        self.in_flight.append(count)
+
+    def buffered(self, records: int, paused: bool) -> None:
+        self.buffered_records.append((records, paused))
+
+    def end_to_end(self, seconds: Sequence[float]) -> None:
+        self.latencies.extend(seconds)
+
+    def produce_error(self) -> None:
+        self.produce_errors += 1
+
+    def committed(self, ok: bool, wall_time: float) -> None:
+        self.commits.append(ok)
+
+    def lag(self, lags: dict[tuple[str, int], int]) -> None:
+        self.lags = dict(lags)
+
+    def state(self, alive: bool, ready: bool) -> None:
+        self.states.append((alive, ready))
+
+    def count(self, outcome: str, reason: str = "") -> int:
+        return self.events[(outcome, reason)]
+
+
+def identify(email: str | None = "ada@example.com", **fields: Any) -> dict[str, Any]:
+    """A raw Segment Identify event."""
+    event: dict[str, Any] = {"type": "identify", "userId": "user-1",
+                             "messageId": "msg-1", "traits": {}}
+    if email is not None:
+        event["traits"]["email"] = email
+    event.update(fields)
+    return event
+
+
+def record(value: Any, offset: int = 0, partition: int = 0, key: bytes | None = None,
+           topic: str = "identify.raw", headers: Headers | None = None,
+           timestamp_ms: int = 0) -> Record:
+    """A consumed record; dict values are JSON-encoded, bytes are taken as they are."""
+    raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
+    return Record(topic, partition, offset, raw, key=key, headers=headers,
+                  timestamp_ms=timestamp_ms)
