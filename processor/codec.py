@@ -1,0 +1,27 @@
+"""Event codecs: JSON (orjson) here; Avro with a schema registry in ``processor.adapters.avro``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from processor.core.errors import DecodeError, NotAnObjectError
+from processor.core.records import SourceRecord
+
+
+class JsonCodec:
+    """One JSON object per record value, UTF-8."""
+
+    def decode(self, record: SourceRecord) -> dict[str, Any]:
+        try:
+            event = orjson.loads(record.value() or b"")
+        except orjson.JSONDecodeError as error:
+            # orjson's message names the position, never the content.
+            raise DecodeError(f"value is not valid JSON: {error}") from None
+        if not isinstance(event, dict):
+            raise NotAnObjectError(f"value is JSON but not an object ({type(event).__name__})")
+        return event
+
+    def encode(self, event: dict[str, Any], topic: str) -> bytes:
+        return orjson.dumps(event)

@@ -1,0 +1,353 @@
+"""What happens to each record, from consumed bytes to an output, a dead letter or a skip.
+
+The pipeline owns the per-record state of the stage and nothing else: it does
+no I/O of its own, but calls the injected codec, sink, lookup submission and
+sensor. It runs on one thread (the stage's), so the cache, the single-flight
+table, the offset ledger and the key sequencer need no locks.
+
+Two delivery modes share it:
+
+* at-least-once: an output is produced as soon as it may go (per-key order
+  kept by the sequencer); its slot is done when the broker confirms it, and
+  ``advance`` reports positions that only ever move over done records;
+* transactional (exactly-once): an output is only *decided*; the stage's
+  checkpoint calls ``take_decided`` to produce the leading decided records of
+  each partition inside a transaction together with the offsets that cover them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, NamedTuple
+
+from processor.core import mapping
+from processor.core.cache import TTLCache
+from processor.core.clock import Clock
+from processor.core.errors import DeliveryError, FatalError, ProviderRejectedError, RecordError
+from processor.core.events import (
+    LookupRequest,
+    classify,
+    enriched_event,
+    output_key,
+    output_message_id,
+)
+from processor.core.offsets import OffsetLedger, PartitionLedger, Slot, TopicPartition
+from processor.core.outcomes import Outcome, SkipReason
+from processor.core.records import Headers, SourceRecord, coordinates, header_list
+from processor.core.redact import redact
+from processor.core.sequencer import KeySequencer, Ticket
+from processor.ports import Codec, Found, NotFound, Rejected, Sensor, Sink
+
+ERROR_HEADER_PREFIX = "__connect.errors."
+REASON_HEADER = "__enrichment.errors.reason"
+FAILED_AT_HEADER = "__enrichment.errors.timestamp"
+
+# What a lookup can come back with, after the lookup pool's retries.
+LookupResult = Found | NotFound | Rejected | RecordError | FatalError
+
+
+class Topics(NamedTuple):
+    input: str
+    output: str
+    dead_letter: str
+
+
+class _Rejection(NamedTuple):
+    message: str
+
+
+_NOT_FOUND = "not_found"  # cached value for "no record"
+CachedValue = dict[str, Any] | str | _Rejection
+Output = tuple[str, bytes | None, bytes | None, Headers | None]
+
+
+class _Waiting:
+    """A record whose result is not known yet (lookup in flight, or an earlier same-key
+    record still waiting)."""
+
+    __slots__ = ("abandoned", "key", "record", "request", "result", "ticket")
+
+    def __init__(
+        self, record: SourceRecord, request: LookupRequest, key: bytes | None,
+        ticket: Ticket[Slot] | None,
+    ) -> None:
+        self.record = record
+        self.request = request
+        self.key = key
+        self.ticket = ticket
+        self.result: CachedValue | RecordError | FatalError | None = None
+        self.abandoned = False
+
+
+def iso_timestamp(seconds: float) -> str:
+    """ISO-8601 UTC with milliseconds, as Segment writes timestamps."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        topics: Topics,
+        codec: Codec,
+        sink: Sink,
+        submit: Callable[[list[str]], None],
+        sensor: Sensor,
+        clock: Clock,
+        cache: TTLCache[CachedValue],
+        found_ttl: float,
+        not_found_ttl: float,
+        transactional: bool = False,
+    ) -> None:
+        self._topics = topics
+        self._codec = codec
+        self._sink = sink
+        self._submit = submit
+        self._sensor = sensor
+        self._clock = clock
+        self._cache = cache
+        self._found_ttl = found_ttl
+        self._not_found_ttl = not_found_ttl
+        self._transactional = transactional
+        self._ledger = OffsetLedger()
+        self._sequencer: KeySequencer[Slot] = KeySequencer()
+        self._waiting: dict[str, list[Slot]] = {}
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._latencies: list[float] = []
+        self._now_iso = ""
+        self._now = 0.0
+        self.failure: FatalError | None = None
+
+    # --- intake -----------------------------------------------------------------
+
+    def handle(self, records: Sequence[SourceRecord]) -> None:
+        """Take a batch of consumed records (in consumption order)."""
+        if not records:
+            return
+        self._tick()
+        to_submit: list[str] = []
+        hits = misses = coalesced = 0
+        ledger_of = self._ledger.partition
+        for record in records:
+            tp = (record.topic() or "", record.partition() or 0)
+            slot = ledger_of(tp).track(record.offset() or 0)
+            if record.value() is None:
+                self._skip(slot, SkipReason.TOMBSTONE)
+                continue
+            try:
+                decision = classify(self._codec.decode(record))
+            except RecordError as error:
+                self._dead_letter(slot, record, error.with_record(record))
+                continue
+            if not isinstance(decision, LookupRequest):
+                self._skip(slot, decision)
+                continue
+            key = output_key(record.key(), decision)
+            cached = self._cache.get(decision.email)
+            ordered_key = (tp, key)
+            if cached is not None:
+                hits += 1
+                if self._transactional or not self._sequencer.busy(ordered_key):
+                    self._resolve(slot, record, decision, key, cached)
+                    continue
+            ticket = None if self._transactional else self._sequencer.enter(ordered_key, slot)
+            waiting = _Waiting(record, decision, key, ticket)
+            slot.payload = waiting
+            if cached is not None:
+                self._settle(slot, waiting, cached)
+                continue
+            waiters = self._waiting.get(decision.email)
+            if waiters is None:
+                self._waiting[decision.email] = [slot]
+                to_submit.append(decision.email)
+                misses += 1
+            else:
+                waiters.append(slot)
+                coalesced += 1
+        self._sensor.consumed(len(records))
+        self._sensor.cache(hits, misses, coalesced)
+        if to_submit:
+            self._submit(to_submit)
+
+    def on_lookups(self, completed: list[tuple[str, LookupResult]]) -> None:
+        """Take finished lookups from the pool: cache them, release their records."""
+        if not completed:
+            return
+        self._tick()
+        for email, result in completed:
+            value = self._remember(email, result)
+            for slot in self._waiting.pop(email, ()):
+                waiting = slot.payload
+                if isinstance(waiting, _Waiting) and not waiting.abandoned:
+                    self._settle(slot, waiting, value)
+
+    @property
+    def lookups_pending(self) -> int:
+        """Distinct emails with a lookup in flight."""
+        return len(self._waiting)
+
+    # --- results ----------------------------------------------------------------
+
+    def _remember(
+        self, email: str, result: LookupResult
+    ) -> CachedValue | RecordError | FatalError:
+        if isinstance(result, Found):
+            traits = mapping.to_traits(result.person, result.company)
+            if traits:
+                self._cache.put(email, traits, self._found_ttl)
+                return traits
+            result = NotFound()
+        if isinstance(result, NotFound):
+            self._cache.put(email, _NOT_FOUND, self._not_found_ttl)
+            return _NOT_FOUND
+        if isinstance(result, Rejected):
+            rejection = _Rejection(redact(result.message))
+            self._cache.put(email, rejection, self._not_found_ttl)
+            return rejection
+        return result
+
+    def _settle(
+        self, slot: Slot, waiting: _Waiting, result: CachedValue | RecordError | FatalError
+    ) -> None:
+        """A waiting record's result is known; emit it and whatever it held back."""
+        waiting.result = result
+        if waiting.ticket is None:
+            self._resolve(slot, waiting.record, waiting.request, waiting.key, result)
+            return
+        for released in self._sequencer.ready(waiting.ticket):
+            w = released.payload
+            if isinstance(w, _Waiting) and w.result is not None:
+                self._resolve(released, w.record, w.request, w.key, w.result)
+
+    def _resolve(
+        self,
+        slot: Slot,
+        record: SourceRecord,
+        request: LookupRequest,
+        key: bytes | None,
+        result: CachedValue | RecordError | FatalError,
+    ) -> None:
+        if isinstance(result, dict):
+            message_id = output_message_id(request.message_id, coordinates(record))
+            event = enriched_event(request, result, message_id, self._now_iso)
+            value = self._codec.encode(event, self._topics.output)
+            self._counts[(Outcome.ENRICHED, "")] += 1
+            self._emit(slot, record, (self._topics.output, key, value, None))
+        elif isinstance(result, str):
+            self._skip(slot, SkipReason.NOT_FOUND)
+        elif isinstance(result, _Rejection):
+            error = ProviderRejectedError(f"provider answered 422: {result.message}", record)
+            self._dead_letter(slot, record, error)
+        elif isinstance(result, RecordError):
+            self._dead_letter(slot, record, result.with_record(record))
+        else:
+            # Fatal (the key was refused): leave the slot undone so nothing past it commits.
+            self.failure = self.failure or result
+
+    def _skip(self, slot: Slot, reason: SkipReason) -> None:
+        self._counts[(Outcome.SKIPPED, reason)] += 1
+        slot.payload = None
+        slot.done = True
+
+    def _dead_letter(self, slot: Slot, record: SourceRecord, error: RecordError) -> None:
+        headers = header_list(record.headers())
+        headers += [
+            (ERROR_HEADER_PREFIX + "topic", (record.topic() or "").encode()),
+            (ERROR_HEADER_PREFIX + "partition", str(record.partition()).encode()),
+            (ERROR_HEADER_PREFIX + "offset", str(record.offset()).encode()),
+            (ERROR_HEADER_PREFIX + "exception.class.name", _class_name(error).encode()),
+            (ERROR_HEADER_PREFIX + "exception.message", redact(error.message).encode()),
+            (REASON_HEADER, error.reason.encode()),
+            (FAILED_AT_HEADER, str(int(self._now * 1000)).encode()),
+        ]
+        self._counts[(Outcome.DEAD_LETTERED, error.reason)] += 1
+        self._emit(slot, record, (self._topics.dead_letter, record.key(), record.value(), headers))
+
+    def _emit(self, slot: Slot, record: SourceRecord, output: Output) -> None:
+        if self._transactional:
+            slot.payload = output
+            slot.done = True
+            return
+        slot.payload = None
+        topic, key, value, headers = output
+        self._sink.produce(
+            topic, key, value, headers, partial(self._delivered, slot, record.timestamp()[1])
+        )
+
+    def _delivered(self, slot: Slot, input_ms: int, error: Any, _message: Any) -> None:
+        if error is not None:
+            self._sensor.produce_error()
+            self.failure = self.failure or DeliveryError(f"delivery failed: {error}")
+            return
+        slot.done = True
+        if input_ms > 0:
+            self._latencies.append(self._clock.time() - input_ms / 1000)
+
+    def _tick(self) -> None:
+        self._now = self._clock.time()
+        self._now_iso = iso_timestamp(self._now)
+
+    # --- commits ----------------------------------------------------------------
+
+    def advance(self) -> dict[TopicPartition, int]:
+        """At-least-once: positions that moved over confirmed records since the last call."""
+        return self._ledger.advance()
+
+    def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:
+        """Transactional: the leading decided records' outputs, and the positions they reach."""
+        outputs: list[Output] = []
+        positions: dict[TopicPartition, int] = {}
+        for tp, ledger in self._ledger.items():
+            taken = ledger.take_leading(_is_done)
+            if taken:
+                outputs += [s.payload for s in taken if s.payload is not None]
+                positions[tp] = taken[-1].offset + 1
+        return outputs, positions
+
+    def positions(self) -> dict[TopicPartition, int]:
+        return self._ledger.positions()
+
+    def outstanding(self) -> int:
+        """Records consumed and not yet accounted for."""
+        return self._ledger.outstanding()
+
+    def unfinished(self, tps: list[TopicPartition] | None = None) -> int:
+        """Records (of ``tps``, or of all partitions) whose slot is not done yet."""
+        return sum(
+            sum(1 for slot in ledger if not slot.done)
+            for tp, ledger in self._ledger.items()
+            if tps is None or tp in tps
+        )
+
+    def drop(self, tps: list[TopicPartition]) -> None:
+        """Forget partitions (revoked, lost, or rewound after an aborted transaction)."""
+        for tp in tps:
+            ledger: PartitionLedger | None = self._ledger.drop(tp)
+            for slot in ledger or ():
+                if isinstance(slot.payload, _Waiting):
+                    slot.payload.abandoned = True
+        self._sequencer.drop(lambda key: key[0] in tps)
+
+    # --- reporting ----------------------------------------------------------------
+
+    def report(self) -> None:
+        """Flush the counts gathered since the last call to the sensor."""
+        if self._counts:
+            self._sensor.outcomes(dict(self._counts))
+            self._counts.clear()
+        if self._latencies:
+            self._sensor.end_to_end(self._latencies)
+            self._latencies = []
+
+
+def _is_done(slot: Slot) -> bool:
+    return slot.done
+
+
+def _class_name(error: Exception) -> str:
+    cls = type(error)
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,261 @@
+"""The stage's main loop and lifecycle: poll, hand over, commit, hold back, stop.
+
+One thread owns the consumer and the producer. Each turn of the loop it:
+
+1. polls a batch (briefly when lookups are in flight, so finished ones are
+   picked up soon) and hands it to the pipeline;
+2. hands finished lookups to the pipeline;
+3. serves delivery reports, then stores (at-least-once) or, at the commit
+   interval, commits in a transaction (exactly-once) what is safe;
+4. pauses fetching while too many records are unfinished, and resumes once
+   half of them are done; polling goes on meanwhile, so the group never
+   thinks this instance is dead.
+
+SIGTERM/SIGINT start a graceful stop: fetching stops, in-flight work gets
+``shutdown_timeout`` seconds to finish, what is complete is committed, exit 0.
+A second signal stops at once. A fatal error (the provider refused the key, a
+delivery that cannot be confirmed) stops without committing anything past it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from types import FrameType
+
+from processor.core.clock import Clock
+from processor.core.errors import DeliveryError, FatalError
+from processor.core.offsets import TopicPartition
+from processor.lookups import LookupPool
+from processor.pipeline import Pipeline
+from processor.ports import Sensor, Source, TransactionalSink
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle(Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    input_topic: str
+    max_batch: int = 500
+    max_buffered: int = 10_000
+    commit_interval: float = 1.0
+    shutdown_timeout: float = 20.0
+    transactional: bool = False
+
+
+class Stage:
+    def __init__(
+        self,
+        *,
+        options: StageOptions,
+        source: Source,
+        sink: TransactionalSink,
+        pipeline: Pipeline,
+        lookups: LookupPool,
+        sensor: Sensor,
+        clock: Clock,
+        on_assignment: Callable[[list[TopicPartition]], None] = lambda _tps: None,
+    ) -> None:
+        self._options = options
+        self._source = source
+        self._sink = sink
+        self._pipeline = pipeline
+        self._lookups = lookups
+        self._sensor = sensor
+        self._clock = clock
+        self._on_assignment = on_assignment
+        self._stop = threading.Event()
+        self._abort = False
+        self._last_commit = clock.monotonic()
+        self.state = Lifecycle.STARTING
+
+    # --- control -------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (safe from signal handlers and other threads)."""
+        if self._stop.is_set():
+            self._abort = True
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # --- the loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until stopped; raises ``FatalError`` when the stage cannot go on."""
+        self._lookups.start()
+        self._source.subscribe(self._options.input_topic, self._assigned, self._revoked,
+                               self._lost)
+        self.state = Lifecycle.RUNNING
+        self._sensor.state(alive=True, ready=False)
+        try:
+            while not self._stop.is_set():
+                self._turn()
+            self.state = Lifecycle.STOPPING
+            self._drain(self._options.shutdown_timeout)
+        except FatalError:
+            self.state = Lifecycle.FAILED
+            self._fail_safe()
+            raise
+        finally:
+            self._close()
+
+    def _turn(self) -> None:
+        pipeline = self._pipeline
+        waiting = pipeline.lookups_pending > 0
+        timeout = 0 if self._lookups.has_completed else (0.01 if waiting else 0.1)
+        records = self._source.poll(self._options.max_batch, timeout)
+        pipeline.handle(records)
+        pipeline.on_lookups(self._lookups.take_completed())
+        self._settle()
+        self._hold_back()
+
+    def _settle(self) -> None:
+        """Serve deliveries and commit what is safe; raise if something failed."""
+        self._sink.poll(0)
+        if self._pipeline.failure is not None:
+            raise self._pipeline.failure
+        if self._options.transactional:
+            if self._clock.monotonic() - self._last_commit >= self._options.commit_interval:
+                self._commit_transaction()
+        else:
+            self._source.store(self._pipeline.advance())
+        self._pipeline.report()
+
+    def _hold_back(self) -> None:
+        outstanding = self._pipeline.outstanding()
+        limit = self._options.max_buffered
+        if not self._source.paused and outstanding >= limit:
+            self._source.pause()
+            log.debug("paused fetching: %d records unfinished", outstanding)
+        elif self._source.paused and outstanding <= limit // 2 and not self._stop.is_set():
+            self._source.resume()
+        self._sensor.buffered(outstanding, self._source.paused)
+
+    # --- commits ---------------------------------------------------------------------
+
+    def _commit_transaction(self) -> None:
+        outputs, positions = self._pipeline.take_decided()
+        self._last_commit = self._clock.monotonic()
+        if not outputs and not positions:
+            return
+        self._sink.begin()
+        for topic, key, value, headers in outputs:
+            self._sink.produce(topic, key, value, headers, None)
+        try:
+            self._sink.commit_transaction(positions, self._source.group_metadata(), 30.0)
+        except DeliveryError as error:
+            log.warning("%s; rewinding to the last committed offsets", error)
+            self._sensor.committed(ok=False, wall_time=self._clock.time())
+            self._rewind()
+            return
+        self._sensor.committed(ok=True, wall_time=self._clock.time())
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: forget all progress, re-read from the last commit."""
+        tps = self._source.assignment()
+        self._pipeline.drop(tps)
+        committed = self._source.committed(tps)
+        self._source.seek(committed)
+
+    def _commit_now(self, tps: list[TopicPartition] | None = None) -> None:
+        """Synchronously commit the safe positions (of ``tps``, or of all partitions)."""
+        if self._options.transactional:
+            self._commit_transaction()
+            return
+        self._pipeline.advance()
+        positions = self._pipeline.positions()
+        if tps is not None:
+            positions = {tp: o for tp, o in positions.items() if tp in tps}
+        ok = self._source.commit(positions)
+        self._sensor.committed(ok=ok, wall_time=self._clock.time())
+
+    # --- rebalances ------------------------------------------------------------------
+
+    def _assigned(self, tps: list[TopicPartition]) -> None:
+        log.info("assigned %s", _names(tps))
+        self._on_assignment(self._source.assignment())
+        self._sensor.state(alive=True, ready=True)
+
+    def _revoked(self, tps: list[TopicPartition]) -> None:
+        log.info("revoked %s: finishing their in-flight records", _names(tps))
+        self._finish_partitions(tps, self._options.shutdown_timeout)
+        self._commit_now(tps)
+        self._pipeline.drop(tps)
+        remaining = [tp for tp in self._source.assignment() if tp not in tps]
+        self._on_assignment(remaining)
+
+    def _lost(self, tps: list[TopicPartition]) -> None:
+        # Someone else owns them already: committing now could move their offsets back.
+        log.warning("lost %s: dropping their in-flight records", _names(tps))
+        self._pipeline.drop(tps)
+        self._on_assignment([tp for tp in self._source.assignment() if tp not in tps])
+
+    def _finish_partitions(self, tps: list[TopicPartition] | None, timeout: float) -> None:
+        """Keep lookups and deliveries moving until ``tps`` have nothing unfinished."""
+        deadline = self._clock.monotonic() + timeout
+        pipeline = self._pipeline
+        while (pipeline.unfinished(tps) and self._clock.monotonic() < deadline
+               and not self._abort):
+            pipeline.on_lookups(self._lookups.take_completed())
+            self._sink.poll(0.01)
+            if pipeline.failure is not None:
+                raise pipeline.failure
+        self._pipeline.report()
+
+    # --- stopping --------------------------------------------------------------------
+
+    def _drain(self, timeout: float) -> None:
+        log.info("stopping: fetching paused, waiting up to %.0fs for in-flight records", timeout)
+        self._source.pause()
+        self._finish_partitions(None, timeout)
+        self._sink.flush(max(1.0, timeout / 4))
+        self._commit_now()
+        left = self._pipeline.outstanding()
+        if left:
+            log.warning("%d records were unfinished at shutdown; they will be processed again",
+                        left)
+
+    def _fail_safe(self) -> None:
+        """After a fatal error: deliver what was produced, commit only what is confirmed."""
+        try:
+            self._sink.flush(10.0)
+            if self._options.transactional:
+                self._sink.abort(10.0)
+            else:
+                self._commit_now()
+        except Exception:
+            log.warning("could not commit after the failure", exc_info=True)
+
+    def _close(self) -> None:
+        self._lookups.stop()
+        try:
+            self._source.close()
+        except Exception:
+            log.warning("consumer did not close cleanly", exc_info=True)
+        self._sensor.state(alive=False, ready=False)
+        if self.state is not Lifecycle.FAILED:
+            self.state = Lifecycle.STOPPED
+
+
+def _names(tps: list[TopicPartition]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "nothing"
+
