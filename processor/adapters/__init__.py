@@ -1,0 +1,1 @@
+"""Adapters: the concrete things behind ``processor.ports`` (Kafka, HTTP, Prometheus, logs)."""

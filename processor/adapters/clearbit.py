@@ -1,0 +1,144 @@
+"""Clearbit's Combined API (``/v2/combined/find``) over httpx, as a ``Provider``.
+
+Every status code is translated here into a provider answer or a
+``processor.core.errors`` type; nothing above this module sees httpx. Error
+texts never carry the request URL (it holds the email) nor the key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from processor.core.clock import Clock
+from processor.core.errors import (
+    ProviderAuthError,
+    QuotaExhaustedError,
+    RateLimitedError,
+    TransientProviderError,
+)
+from processor.core.redact import redact
+from processor.ports import Answer, Found, NotFound, Queued, Rejected
+
+COMBINED_PATH = "/v2/combined/find"
+USER_AGENT = "clearbit-enrichment-stage/0.1 (+kafka)"
+
+
+def error_text(body: bytes) -> str:
+    """``type: message`` from an error body whose ``error`` is an object or a list."""
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return ""
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, list):
+        error = error[0] if error else None
+    if isinstance(error, dict):
+        kind, message = error.get("type"), error.get("message")
+        return redact(": ".join(str(p) for p in (kind, message) if p))
+    return redact(str(error)) if error else ""
+
+
+def retry_at(headers: Mapping[str, str], clock: Clock) -> float | None:
+    """When a 429 says we may try again, on the monotonic clock.
+
+    ``Retry-After`` (seconds or an HTTP date) first, then ``x-ratelimit-reset``
+    (epoch seconds; small values are taken as seconds from now).
+    """
+    now_mono, now_wall = clock.monotonic(), clock.time()
+    value = headers.get("retry-after")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return now_mono + int(value)
+        parsed = email.utils.parsedate_to_datetime(value) if "," in value else None
+        if parsed is not None:
+            return now_mono + max(0.0, parsed.timestamp() - now_wall)
+    reset = headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            seconds = float(reset)
+        except ValueError:
+            return None
+        wait = seconds - now_wall if seconds > 1e9 else seconds
+        return now_mono + min(max(0.0, wait), 3600.0)
+    return None
+
+
+class ClearbitProvider:
+    """The Combined endpoint: person and company behind an email, in one call."""
+
+    name = "clearbit"
+
+    def __init__(self, *, base_url: str, api_key: str, timeout: float, max_connections: int,
+                 clock: Clock, extra_params: Mapping[str, str] | None = None,
+                 path: str = COMBINED_PATH, auth_header: tuple[str, str] | None = None) -> None:
+        self._clock = clock
+        self._path = path
+        self._params = dict(extra_params or {})
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        name, value = auth_header or ("Authorization", f"Bearer {api_key}")
+        headers[name] = value
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+        )
+
+    async def find(self, email: str) -> Answer:
+        try:
+            response = await self._client.get(self._path, params={**self._params, "email": email})
+        except httpx.TimeoutException:
+            raise TransientProviderError("provider timed out", status="timeout") from None
+        except httpx.TransportError as error:
+            raise TransientProviderError(
+                f"could not reach the provider ({type(error).__name__})",
+                status="connection_error") from None
+        return self._answer(response)
+
+    def _answer(self, response: httpx.Response) -> Answer:
+        status = response.status_code
+        if status in (200, 201):
+            return self._found(response.content)
+        if status == 202:
+            return Queued()
+        if status == 404:
+            return NotFound()
+        if status in (401, 403):
+            raise ProviderAuthError(
+                f"{self.name} refused the API key ({status} {error_text(response.content)}); "
+                "check the key variable: enrichment needs the secret key")
+        if status == 402:
+            raise QuotaExhaustedError(f"{self.name} quota exhausted (402)")
+        if status == 429:
+            raise RateLimitedError(f"{self.name} rate limit (429)",
+                                   retry_at(response.headers, self._clock))
+        if status >= 500 or status == 408:
+            raise TransientProviderError(f"{self.name} answered {status}", status=str(status))
+        # 422 and any other 4xx: the provider will not take this email, whatever we retry.
+        detail = error_text(response.content)
+        return Rejected(f"{status} {detail}".strip())
+
+    def _found(self, body: bytes) -> Answer:
+        try:
+            parsed: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise TransientProviderError(f"{self.name} sent a body that is not JSON",
+                                         status="bad_body") from None
+        if not isinstance(parsed, dict):
+            raise TransientProviderError(f"{self.name} sent a body that is not an object",
+                                         status="bad_body")
+        person, company = parsed.get("person"), parsed.get("company")
+        if person is None and company is None:
+            return NotFound()
+        return Found(person, company)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+

@@ -1,0 +1,228 @@
+"""confluent-kafka behind the pipeline's seams: the consumer (``KafkaSource``) and the
+producer (``KafkaSink``, optionally transactional).
+
+Both are driven from the stage's thread only. librdkafka errors are translated
+here into ``processor.core.errors`` types, so nothing above this module needs
+to know confluent-kafka's error codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from processor.core.errors import ConfigError, DeliveryError, FatalError
+from processor.core.offsets import TopicPartition as TP
+from processor.core.records import Headers
+from processor.ports import DeliveryCallback
+
+log = logging.getLogger(__name__)
+
+RebalanceCallback = Callable[[list[TP]], None]
+
+
+def _client(factory: Callable[[dict[str, Any]], Any], config: Mapping[str, Any],
+            sources: Mapping[str, str]) -> Any:
+    """Build a client, turning librdkafka's config complaints into a ``ConfigError``
+    that names the environment variable to fix."""
+    try:
+        return factory(dict(config))
+    except (KafkaException, ValueError, TypeError) as error:
+        text = str(error.args[0] if error.args else error)
+        culprit = next((env for prop, env in sources.items() if f'"{prop}"' in text
+                        or f"'{prop}'" in text or prop in text), None)
+        where = f"{culprit}: " if culprit else ""
+        raise ConfigError(f"{where}Kafka client configuration rejected: {text}") from None
+
+
+def _on_error(error: KafkaError) -> None:
+    # Broker connection trouble is reported here and retried by librdkafka itself.
+    if error.fatal():
+        log.error("kafka client fatal error: %s", error.str())
+    else:
+        log.warning("kafka client error: %s", error.str())
+
+
+class KafkaSource:
+    """The consumer: batches of records, pause/resume, stored offsets and commits."""
+
+    def __init__(self, config: Mapping[str, Any], sources: Mapping[str, str],
+                 on_commit: Callable[[bool], None]) -> None:
+        def committed(error: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+            if error is not None and error.code() != KafkaError._NO_OFFSET:
+                log.warning("offset commit failed: %s", error.str())
+                on_commit(False)
+            elif error is None:
+                on_commit(True)
+
+        full = {"error_cb": _on_error, "on_commit": committed, **config}
+        self._consumer = _client(Consumer, full, sources)
+        self.paused = False
+
+    def subscribe(self, topic: str, on_assign: RebalanceCallback,
+                  on_revoke: RebalanceCallback, on_lost: RebalanceCallback) -> None:
+        def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            consumer.incremental_assign(partitions)
+            if self.paused:
+                # Joined while backpressure holds: these must not be fetched either.
+                consumer.pause(partitions)
+            on_assign([(p.topic, p.partition) for p in partitions])
+
+        def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            on_revoke([(p.topic, p.partition) for p in partitions])
+
+        def lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            on_lost([(p.topic, p.partition) for p in partitions])
+
+        self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
+
+    def poll(self, max_records: int, timeout: float) -> list[Message]:
+        """Up to ``max_records`` records; client-level errors are logged or raised."""
+        messages: list[Message] = self._consumer.consume(max_records, timeout)
+        if not messages:
+            return messages
+        good = [m for m in messages if m.error() is None]
+        if len(good) != len(messages):
+            for message in messages:
+                error = message.error()
+                if error is None or error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal():
+                    raise FatalError(f"kafka consumer failed: {error.str()}")
+                log.warning("consumer error: %s", error.str())
+        return good
+
+    def assignment(self) -> list[TP]:
+        return [(p.topic, p.partition) for p in self._consumer.assignment()]
+
+    def pause(self) -> None:
+        self._consumer.pause(self._consumer.assignment())
+        self.paused = True
+
+    def resume(self) -> None:
+        self._consumer.resume(self._consumer.assignment())
+        self.paused = False
+
+    def store(self, positions: Mapping[TP, int]) -> None:
+        """Mark positions for the background auto-commit (at-least-once)."""
+        if positions:
+            try:
+                self._consumer.store_offsets(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()])
+            except KafkaException as error:
+                # A partition revoked meanwhile; its new owner starts from the last commit.
+                log.warning("could not store offsets: %s", error)
+
+    def commit(self, positions: Mapping[TP, int]) -> bool:
+        """Commit positions synchronously now; False (logged) when the broker refused."""
+        if not positions:
+            return True
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as error:
+            if error.args and error.args[0].code() == KafkaError._NO_OFFSET:
+                return True
+            log.warning("synchronous commit failed: %s", error)
+            return False
+        return True
+
+    def committed(self, tps: list[TP], timeout: float = 30.0) -> dict[TP, int]:
+        """The group's committed positions for ``tps`` (partitions without one left out)."""
+        found = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout)
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset != OFFSET_INVALID}
+
+    def seek(self, positions: Mapping[TP, int]) -> None:
+        for (topic, partition), offset in positions.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def group_metadata(self) -> Any:
+        return self._consumer.consumer_group_metadata()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaSink:
+    """The producer. Transactional when the config carries a ``transactional.id``."""
+
+    def __init__(self, config: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+        self._producer = _client(Producer, {"error_cb": _on_error, **config}, sources)
+        self.transactional = "transactional.id" in config
+        self._in_transaction = False
+        if self.transactional:
+            try:
+                self._producer.init_transactions(30)
+            except KafkaException as error:
+                raise FatalError(f"could not initialise transactions: {error}") from None
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
+            except BufferError:
+                # librdkafka's local queue is full: serve deliveries until there is room.
+                self._producer.poll(0.05)
+
+    def poll(self, timeout: float) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        remaining: int = self._producer.flush(timeout)
+        return remaining
+
+    # --- transactions ------------------------------------------------------------
+
+    def begin(self) -> None:
+        if not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+
+    def commit_transaction(self, positions: Mapping[TP, int], group_metadata: Any,
+                           timeout: float) -> None:
+        """Commit the open transaction with the offsets that cover its outputs.
+
+        Raises ``DeliveryError`` when the transaction was aborted (the caller
+        rewinds to the last committed offsets) and ``FatalError`` when the
+        producer cannot go on (fenced by a newer instance, for example).
+        """
+        self.begin()
+        try:
+            if positions:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+                self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
+            self._producer.commit_transaction(timeout)
+            self._in_transaction = False
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.txn_requires_abort():
+                self._abort(timeout)
+                raise DeliveryError(f"transaction aborted: {error.str()}") from None
+            if error.retriable():
+                raise DeliveryError(f"transaction commit timed out: {error.str()}") from None
+            raise FatalError(f"transactional producer failed: {error.str()}") from None
+
+    def _abort(self, timeout: float) -> None:
+        try:
+            self._producer.abort_transaction(timeout)
+        except KafkaException as exc:
+            raise FatalError(f"could not abort transaction: {exc.args[0].str()}") from None
+        finally:
+            self._in_transaction = False
+
+    def abort(self, timeout: float) -> None:
+        if self._in_transaction:
+            self._abort(timeout)

@@ -1,0 +1,124 @@
+"""The Kafka side of ``processor replay-dlq`` (see ``processor.replay`` for the contract)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from processor.bootstrap import kafka_config
+from processor.core.errors import DeliveryError
+from processor.core.records import HeaderValue, header_list
+from processor.pipeline import FAILED_AT_HEADER, REASON_HEADER
+from processor.replay import STAGE_HEADER_PREFIXES, ReplayFilter
+from processor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayResult:
+    read: int = 0
+    moved: int = 0
+    passed_over: int = 0
+
+
+class Replayer:
+    def __init__(self, settings: Settings, group: str) -> None:
+        self._settings = settings
+        consumer_config, _ = kafka_config(settings, "consumer")
+        consumer_config.update({"group.id": group, "enable.auto.commit": False,
+                                "auto.offset.reset": "earliest",
+                                "enable.partition.eof": True})
+        producer_config, _ = kafka_config(settings, "producer")
+        producer_config.pop("transactional.id", None)
+        producer_config.pop("transaction.timeout.ms", None)
+        self._consumer = Consumer(consumer_config)
+        self._producer = Producer(producer_config)
+
+    def run(self, accept: ReplayFilter, *, from_beginning: bool, dry_run: bool) -> ReplayResult:
+        topic = self._settings.dlq_topic
+        metadata = self._consumer.list_topics(topic, timeout=30)
+        partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        result = ReplayResult()
+        if not partitions:
+            return result
+        # Replay up to where the topic ends now: dead letters written meanwhile wait
+        # for the next run, so a replay always finishes.
+        ends = {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1]
+                for p in partitions}
+        starts = {}
+        if not from_beginning:
+            committed = self._consumer.committed([TopicPartition(topic, p) for p in partitions], 30)
+            starts = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+        todo = {p for p in partitions if starts.get(p, 0) < ends[p]}
+        self._consumer.assign([TopicPartition(topic, p, starts.get(p, OFFSET_BEGINNING))
+                               for p in todo])
+        positions: dict[int, int] = {}
+        while todo:
+            for message in self._consumer.consume(500, 1.0):
+                part, offset, error = message.partition() or 0, message.offset() or 0, \
+                    message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(part)
+                        continue
+                    raise DeliveryError(f"reading {topic} failed: {error.str()}")
+                if offset >= ends[part]:
+                    todo.discard(part)
+                    continue
+                result.read += 1
+                positions[part] = offset + 1
+                if positions[part] >= ends[part]:
+                    todo.discard(part)
+                self._move(message, accept, result, dry_run)
+            self._checkpoint(topic, positions, dry_run)
+        return result
+
+    def _move(self, message: Message, accept: ReplayFilter, result: ReplayResult,
+              dry_run: bool) -> None:
+        headers = header_list(message.headers())
+        found = dict(headers)
+        reason = _text(found.get(REASON_HEADER))
+        failed_at = _text(found.get(FAILED_AT_HEADER))
+        written_ms = int(failed_at) if failed_at.isdigit() else message.timestamp()[1]
+        if not accept.accepts(reason, written_ms):
+            result.passed_over += 1
+            return
+        result.moved += 1
+        if dry_run:
+            return
+        original = [(k, v) for k, v in headers if not k.startswith(STAGE_HEADER_PREFIXES)]
+        self._producer.produce(self._settings.input_topic, message.value(), message.key(),
+                               headers=original or None, on_delivery=_raise_on_failure)
+
+    def _checkpoint(self, topic: str, positions: dict[int, int], dry_run: bool) -> None:
+        if dry_run or not positions:
+            return
+        remaining = self._producer.flush(60)
+        if remaining:
+            raise DeliveryError(f"{remaining} replayed record(s) not confirmed; nothing committed")
+        self._consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in positions.items()],
+                              asynchronous=False)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _text(value: HeaderValue) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value or ""
+
+
+def _raise_on_failure(error: KafkaError | None, _message: Message) -> None:
+    if error is not None:
+        raise DeliveryError(f"could not re-publish a dead letter: {error.str()}")

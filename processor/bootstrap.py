@@ -1,0 +1,141 @@
+"""The composition root: settings in, a running stage out. The one place that knows every
+concrete adapter; nothing else creates a client, a metric or reads the environment."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from processor.adapters.clearbit import ClearbitProvider
+from processor.adapters.kafka import KafkaSink, KafkaSource
+from processor.adapters.lag import LagMonitor
+from processor.adapters.prometheus import MetricsServer, PrometheusSensor
+from processor.codec import JsonCodec
+from processor.core.backoff import Backoff
+from processor.core.cache import TTLCache
+from processor.core.clock import Clock
+from processor.lookups import LookupPolicy, LookupPool
+from processor.pipeline import CachedValue, Pipeline, Topics
+from processor.ports import Provider
+from processor.settings import Delivery, ProviderName, Settings, kafka_overrides
+from processor.stage import Stage, StageOptions
+
+log = logging.getLogger(__name__)
+
+
+class SystemClock:
+    """The real clock (``processor.core.clock.Clock``)."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+
+def kafka_config(settings: Settings, client: str, environ: Mapping[str, str] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+    """librdkafka configuration for ``client``: our defaults, then the pass-through."""
+    base: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers,
+                            "client.id": f"{settings.group_id}-{client}"}
+    sources = {"bootstrap.servers": "KAFKA_BOOTSTRAP_SERVERS"}
+    exactly_once = settings.delivery is Delivery.EXACTLY_ONCE
+    if client == "consumer":
+        base.update({
+            "group.id": settings.group_id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "auto.offset.reset": settings.auto_offset_reset,
+            # Offsets are stored by the pipeline only once records are done, then
+            # committed in the background (or, exactly-once, in the transaction).
+            "enable.auto.commit": not exactly_once,
+            "enable.auto.offset.store": False,
+            "auto.commit.interval.ms": max(1, int(settings.commit_interval * 1000)),
+            "isolation.level": "read_committed",
+            # Bounds the prefetch buffer (memory) per partition.
+            "queued.max.messages.kbytes": 16384,
+            "enable.partition.eof": False,
+        })
+        sources["group.id"] = "PROCESSOR_GROUP_ID"
+    elif client == "producer":
+        base.update({"enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                     "compression.type": "lz4"})
+        if exactly_once:
+            base["transactional.id"] = settings.effective_transactional_id
+            base["transaction.timeout.ms"] = 60_000
+            sources["transactional.id"] = "PROCESSOR_TRANSACTIONAL_ID"
+    extra, extra_sources = kafka_overrides(client, environ)
+    return {**base, **extra}, {**sources, **extra_sources}
+
+
+def provider_factory(settings: Settings, clock: Clock) -> Callable[[], Provider]:
+    """Built inside the lookup pool's thread, where its event loop runs."""
+    def build() -> Provider:
+        if settings.provider is ProviderName.HUNTER:
+            from processor.adapters.hunter import HunterProvider  # noqa: PLC0415 - optional
+
+            return HunterProvider(base_url=settings.hunter_base_url, api_key=settings.api_key,
+                                  timeout=settings.request_timeout,
+                                  max_connections=settings.max_in_flight, clock=clock)
+        return ClearbitProvider(base_url=settings.clearbit_base_url, api_key=settings.api_key,
+                                timeout=settings.request_timeout,
+                                max_connections=settings.max_in_flight, clock=clock)
+    return build
+
+
+@dataclass
+class Assembly:
+    """Everything the ``run`` command starts and stops."""
+
+    stage: Stage
+    sensor: PrometheusSensor
+    metrics: MetricsServer | None
+    lag: LagMonitor
+
+
+def assemble(settings: Settings, clock: Clock | None = None,
+             environ: Mapping[str, str] | None = None) -> Assembly:
+    clock = clock or SystemClock()
+    sensor = PrometheusSensor()
+    exactly_once = settings.delivery is Delivery.EXACTLY_ONCE
+
+    consumer_config, consumer_sources = kafka_config(settings, "consumer", environ)
+    producer_config, producer_sources = kafka_config(settings, "producer", environ)
+    admin_config, _ = kafka_config(settings, "admin", environ)
+    source = KafkaSource(consumer_config, consumer_sources,
+                         on_commit=lambda ok: sensor.committed(ok, clock.time()))
+    sink = KafkaSink(producer_config, producer_sources)
+
+    policy = LookupPolicy(
+        workers=settings.max_in_flight,
+        rate_limit_per_minute=settings.rate_limit_per_minute,
+        max_attempts=settings.max_attempts,
+        retry_deadline=settings.retry_deadline,
+        backoff=Backoff(),
+        breaker_threshold=settings.breaker_threshold,
+        breaker_reset=settings.breaker_reset,
+        quota_probe_interval=settings.quota_retry_interval,
+        queued_retry_delay=settings.queued_retry_interval,
+        queued_deadline=settings.queued_deadline,
+    )
+    lookups = LookupPool(provider_factory(settings, clock), policy, clock, sensor)
+    cache: TTLCache[CachedValue] = TTLCache(settings.cache_max_entries, clock)
+    pipeline = Pipeline(
+        topics=Topics(settings.input_topic, settings.output_topic, settings.dlq_topic),
+        codec=JsonCodec(), sink=sink, submit=lookups.submit, sensor=sensor, clock=clock,
+        cache=cache, found_ttl=settings.cache_ttl, not_found_ttl=settings.not_found_ttl,
+        transactional=exactly_once,
+    )
+    lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval)
+    options = StageOptions(
+        input_topic=settings.input_topic, max_batch=settings.max_batch,
+        max_buffered=settings.max_buffered, commit_interval=settings.commit_interval,
+        shutdown_timeout=settings.shutdown_timeout, transactional=exactly_once,
+    )
+    stage = Stage(options=options, source=source, sink=sink, pipeline=pipeline,
+                  lookups=lookups, sensor=sensor, clock=clock, on_assignment=lag.owned)
+    metrics = (MetricsServer(sensor, settings.metrics_host, settings.metrics_port)
+               if settings.metrics_port else None)
+    return Assembly(stage=stage, sensor=sensor, metrics=metrics, lag=lag)

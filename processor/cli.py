@@ -1,0 +1,129 @@
+"""The ``processor`` command: ``run`` the stage (and tools around it).
+
+Every option of ``run`` is a field of ``processor.settings.Settings``: a flag
+overrides its environment variable, and ``--help`` shows both and the default.
+Exit codes: 0 stopped cleanly, 2 configuration error, 3 fatal runtime error
+(the provider refused the key, Kafka could not confirm a delivery...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import SecretStr
+
+from processor import __version__
+from processor.core.errors import ConfigError, FatalError
+from processor.settings import Settings, env_name, load
+
+log = logging.getLogger("processor")
+
+EXIT_CONFIG = 2
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return "required" if not value.get_secret_value() else "set"
+    if hasattr(value, "value"):
+        value = value.value
+    return "''" if value == "" else str(value)
+
+
+def flag_fields() -> list[str]:
+    """Settings that can be given as flags: all but secrets, which a command line would
+    show to everyone who can list processes."""
+    return [f for f, info in Settings.model_fields.items() if info.annotation is not SecretStr]
+
+
+def _add_settings_options(parser: argparse.ArgumentParser) -> None:
+    for field in flag_fields():
+        info = Settings.model_fields[field]
+        default = info.default
+        parser.add_argument(
+            _flag(field), dest=field, default=None, metavar="VALUE",
+            help=f"{info.description} [env: {env_name(field)}; default: {_default_text(default)}]",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="processor",
+        description="Enrich Segment Identify events from Kafka with Clearbit data "
+                    "(a re-creation of Segment's Clearbit Enrichment destination).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run", help="run the enrichment stage until SIGTERM/SIGINT",
+        description="Run the enrichment stage until SIGTERM or SIGINT. Every option falls back "
+                    "to its environment variable. Any librdkafka property can be passed as "
+                    "PROCESSOR_KAFKA_<PROPERTY> (all clients), PROCESSOR_KAFKA_CONSUMER_<...> "
+                    "or PROCESSOR_KAFKA_PRODUCER_<...>: underscores become dots, e.g. "
+                    "PROCESSOR_KAFKA_SECURITY_PROTOCOL=SASL_SSL. API keys are read from the "
+                    "environment only (CLEARBIT_API_KEY, HUNTER_API_KEY), never from flags.",
+    )
+    _add_settings_options(run)
+    run.set_defaults(handler=_run)
+
+    from processor.replay import add_replay_command  # noqa: PLC0415 - keeps startup small
+
+    add_replay_command(commands)
+    return parser
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags (those not given fall back to the environment)."""
+    return {f: getattr(args, f) for f in flag_fields() if getattr(args, f, None) is not None}
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load(overrides(args))
+    settings.check_api_key()
+    from processor.adapters import logs  # noqa: PLC0415
+    from processor.bootstrap import assemble  # noqa: PLC0415 - import Kafka only when needed
+
+    logs.configure(settings.log_level, settings.log_format)
+    assembly = assemble(settings)
+    assembly.stage.install_signal_handlers()
+    if assembly.metrics:
+        assembly.metrics.start()
+    assembly.lag.start()
+    log.info("starting: %s -> %s (dead letters: %s), group %s, provider %s, %s, "
+             "%d lookups in flight at most", settings.input_topic, settings.output_topic,
+             settings.dlq_topic, settings.group_id, settings.provider.value,
+             settings.delivery.value, settings.max_in_flight)
+    try:
+        assembly.stage.run()
+    finally:
+        assembly.lag.stop()
+        if assembly.metrics:
+            assembly.metrics.stop()
+    log.info("stopped cleanly")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as error:
+        for line in str(error).splitlines():
+            print(f"processor: configuration error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FatalError as error:
+        log.error("stopping after a fatal error: %s", error)
+        print(f"processor: fatal: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code

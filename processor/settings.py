@@ -1,0 +1,254 @@
+"""Settings: one frozen, typed object read from the environment (12-factor).
+
+Every field names its environment variable, default and meaning once, here;
+the CLI's ``--help``, its flags and the README table are derived from this.
+Durations accept a number of seconds or a number with a unit: ``250ms``,
+``30s``, ``5m``, ``12h``, ``7d``.
+
+Any librdkafka property can be passed through the environment:
+``PROCESSOR_KAFKA_<PROPERTY>`` for every client (``PROCESSOR_KAFKA_SECURITY_PROTOCOL``
+becomes ``security.protocol``), ``PROCESSOR_KAFKA_CONSUMER_<PROPERTY>`` and
+``PROCESSOR_KAFKA_PRODUCER_<PROPERTY>`` for one client only. Underscores
+become dots; a double underscore stands for a literal underscore.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processor.core.errors import ConfigError
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def parse_duration(value: Any) -> Any:
+    """``"7d"`` -> 604800.0; numbers pass through as seconds."""
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if not match:
+            raise ValueError("must be a duration such as 30s, 5m, 12h or 7d")
+        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    return value
+
+
+def _topic(value: str) -> str:
+    if not _TOPIC.fullmatch(value) or value in (".", ".."):
+        raise ValueError("must be a Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ -")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Topic = Annotated[str, AfterValidator(_topic)]
+
+
+class Delivery(StrEnum):
+    AT_LEAST_ONCE = "at-least-once"
+    EXACTLY_ONCE = "exactly-once"
+
+
+class ProviderName(StrEnum):
+    CLEARBIT = "clearbit"
+    HUNTER = "hunter"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _env(name: str, default: Any, description: str, **constraints: Any) -> Any:
+    return Field(default, validation_alias=name, description=description, **constraints)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
+
+    # --- Kafka --------------------------------------------------------------------
+    bootstrap_servers: str = _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
+                                  "Kafka brokers, host:port[,host:port...]", min_length=1)
+    input_topic: Topic = _env("PROCESSOR_INPUT_TOPIC", "identify.raw",
+                              "topic of raw Segment Identify events")
+    output_topic: Topic = _env("PROCESSOR_OUTPUT_TOPIC", "identify.enriched",
+                               "topic for the enriched Identify events")
+    dlq_topic: Topic = _env("PROCESSOR_DLQ_TOPIC", "identify.dlq",
+                            "dead-letter topic: records that cannot be processed, with why")
+    group_id: str = _env("PROCESSOR_GROUP_ID", "clearbit-enrichment", "consumer group id",
+                         min_length=1)
+    delivery: Delivery = _env("PROCESSOR_DELIVERY", Delivery.AT_LEAST_ONCE,
+                              "at-least-once, or exactly-once (Kafka transactions)")
+    transactional_id: str = _env("PROCESSOR_TRANSACTIONAL_ID", "",
+                                 "exactly-once only: stable per instance; default "
+                                 "<group id>-<host name>")
+    commit_interval: Duration = _env("PROCESSOR_COMMIT_INTERVAL", 1.0,
+                                     "how often offsets (or transactions) are committed")
+    auto_offset_reset: str = _env("PROCESSOR_AUTO_OFFSET_RESET", "earliest",
+                                  "where a new group starts: earliest or latest",
+                                  pattern="^(earliest|latest)$")
+    max_batch: int = _env("PROCESSOR_MAX_BATCH", 500, "records taken per poll", ge=1, le=100_000)
+    max_buffered: int = _env("PROCESSOR_MAX_BUFFERED", 10_000,
+                             "unfinished records at most before fetching pauses", ge=1,
+                             le=10_000_000)
+    shutdown_timeout: Duration = _env("PROCESSOR_SHUTDOWN_TIMEOUT", 20.0,
+                                      "on SIGTERM or a revoke: time for in-flight records "
+                                      "to finish before they are left for a later run")
+
+    # --- lookups --------------------------------------------------------------------
+    provider: ProviderName = _env("PROCESSOR_PROVIDER", ProviderName.CLEARBIT,
+                                  "enrichment provider: clearbit or hunter")
+    max_in_flight: int = _env("PROCESSOR_MAX_IN_FLIGHT", 32,
+                              "lookups in flight at most (the worker pool's size)", ge=1,
+                              le=10_000)
+    clearbit_api_key: SecretStr = _env("CLEARBIT_API_KEY", SecretStr(""),
+                                       "Clearbit secret key (sk_...); required for clearbit")
+    clearbit_base_url: str = _env("CLEARBIT_BASE_URL", "https://person.clearbit.com",
+                                  "where the Clearbit API lives", pattern=r"^https?://\S+$")
+    hunter_api_key: SecretStr = _env("HUNTER_API_KEY", SecretStr(""),
+                                     "Hunter API key; required for hunter")
+    hunter_base_url: str = _env("HUNTER_BASE_URL", "https://api.hunter.io",
+                                "where the Hunter API lives", pattern=r"^https?://\S+$")
+    request_timeout: Duration = _env("PROCESSOR_REQUEST_TIMEOUT", 10.0,
+                                     "timeout of one provider request", gt=0)
+    rate_limit_per_minute: float = _env("CLEARBIT_RATE_LIMIT_PER_MINUTE", 600.0,
+                                        "provider requests per minute at most (0: no limit)",
+                                        ge=0)
+    max_attempts: int = _env("PROCESSOR_MAX_ATTEMPTS", 8,
+                             "attempts per lookup on timeouts, 5xx and connection errors",
+                             ge=1, le=1000)
+    retry_deadline: Duration = _env("PROCESSOR_RETRY_DEADLINE", 300.0,
+                                    "give up retrying a lookup (dead letter) after this long")
+    breaker_threshold: int = _env("PROCESSOR_BREAKER_THRESHOLD", 5,
+                                  "consecutive provider failures that open the circuit", ge=1)
+    breaker_reset: Duration = _env("PROCESSOR_BREAKER_RESET", 10.0,
+                                   "how long the circuit stays open before a probe", gt=0)
+    quota_retry_interval: Duration = _env("PROCESSOR_QUOTA_RETRY_INTERVAL", 60.0,
+                                          "after a 402, how often to probe the quota", gt=0)
+    queued_retry_interval: Duration = _env("PROCESSOR_QUEUED_RETRY_INTERVAL", 5.0,
+                                           "after a 202, when to ask again", gt=0)
+    queued_deadline: Duration = _env("PROCESSOR_QUEUED_DEADLINE", 120.0,
+                                     "after a first 202, give up (dead letter) after this long")
+
+    # --- cache ------------------------------------------------------------------------
+    cache_ttl: Duration = _env("PROCESSOR_CACHE_TTL", 7 * 86400.0,
+                               "how long a found record is reused without a new lookup")
+    not_found_ttl: Duration = _env("PROCESSOR_NOT_FOUND_TTL", 86400.0,
+                                   "how long a 404 (or 422) is remembered")
+    cache_max_entries: int = _env("PROCESSOR_CACHE_MAX_ENTRIES", 100_000,
+                                  "emails kept in the cache at most (0: no cache)", ge=0)
+
+    # --- operations -------------------------------------------------------------------
+    metrics_port: int = _env("PROCESSOR_METRICS_PORT", 9108,
+                             "port of /metrics, /healthz and /readyz (0: off)", ge=0, le=65535)
+    metrics_host: str = _env("PROCESSOR_METRICS_HOST", "0.0.0.0",  # noqa: S104 - scraped from outside the pod
+                             "address the metrics port binds to")
+    lag_interval: Duration = _env("PROCESSOR_LAG_INTERVAL", 5.0,
+                                  "how often consumer lag is measured", gt=0)
+    log_level: str = _env("PROCESSOR_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR",
+                          pattern="^(?i:debug|info|warning|error)$")
+    log_format: LogFormat = _env("PROCESSOR_LOG_FORMAT", LogFormat.AUTO,
+                                 "auto (JSON unless on a terminal), json or console")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.dlq_topic in (self.input_topic, self.output_topic):
+            raise ValueError("PROCESSOR_DLQ_TOPIC must differ from the input and output "
+                             "topics (dead letters would be read back forever)")
+        return self
+
+    def check_api_key(self) -> None:
+        """The provider's key must be there and be the right kind (checked by ``run`` only:
+        tools such as ``replay-dlq`` need no key)."""
+        if self.provider is ProviderName.CLEARBIT:
+            key = self.clearbit_api_key.get_secret_value().strip()
+            if not key:
+                raise ConfigError("CLEARBIT_API_KEY is required: set it to your Clearbit "
+                                  "secret key (sk_...)")
+            if key.startswith("pk_"):
+                raise ConfigError("CLEARBIT_API_KEY is Clearbit's publishable key (pk_...); "
+                                  "enrichment needs the secret key, which starts with sk_")
+        elif not self.hunter_api_key.get_secret_value().strip():
+            raise ConfigError("HUNTER_API_KEY is required when PROCESSOR_PROVIDER=hunter")
+
+    @property
+    def api_key(self) -> str:
+        secret = (self.clearbit_api_key if self.provider is ProviderName.CLEARBIT
+                  else self.hunter_api_key)
+        return secret.get_secret_value().strip()
+
+    @property
+    def effective_transactional_id(self) -> str:
+        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
+
+
+def env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    return str(alias)
+
+
+def load(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read and validate settings; ``ConfigError`` names the variable to fix."""
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as error:
+        raise ConfigError(describe(error)) from None
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem, each naming the environment variable."""
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        where = problem["loc"][0] if problem["loc"] else ""
+        name = env_name(str(where)) if where in Settings.model_fields else str(where)
+        lines.append(f"{name}: {message}" if name else message)
+    return "\n".join(lines)
+
+
+# --- librdkafka pass-through -----------------------------------------------------------
+
+KAFKA_PREFIXES = {"all": "PROCESSOR_KAFKA_", "consumer": "PROCESSOR_KAFKA_CONSUMER_",
+                  "producer": "PROCESSOR_KAFKA_PRODUCER_"}
+
+
+def _property(suffix: str) -> str:
+    return suffix.lower().replace("__", "\0").replace("_", ".").replace("\0", "_")
+
+
+def kafka_overrides(client: str, environ: Mapping[str, str] | None = None
+                    ) -> tuple[dict[str, str], dict[str, str]]:
+    """librdkafka properties from the environment for ``client`` (consumer, producer or
+    admin), and for each property the variable it came from (for error messages)."""
+    environ = os.environ if environ is None else environ
+    props: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    specific = tuple(v for k, v in KAFKA_PREFIXES.items() if k != "all")
+    for name in sorted(environ):
+        if not name.startswith(KAFKA_PREFIXES["all"]) or name.startswith(specific):
+            continue
+        prop = _property(name[len(KAFKA_PREFIXES["all"]):])
+        props[prop], sources[prop] = environ[name], name
+    own = KAFKA_PREFIXES.get(client)
+    if own and client != "all":
+        for name in sorted(environ):
+            if name.startswith(own):
+                prop = _property(name[len(own):])
+                props[prop], sources[prop] = environ[name], name
+    return props, sources
