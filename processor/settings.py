@@ -80,7 +80,7 @@ def _env(name: str, default: Any, description: str, **constraints: Any) -> Any:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True,
-                                      hide_input_in_errors=True)
+                                      hide_input_in_errors=True, validate_default=True)
 
     # --- Kafka --------------------------------------------------------------------
     bootstrap_servers: str = _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     transactional_id: str = _env("PROCESSOR_TRANSACTIONAL_ID", "",
                                  "exactly-once only: stable per instance; default "
                                  "<group id>-<host name>")
-    commit_interval: Duration = _env("PROCESSOR_COMMIT_INTERVAL", 1.0,
+    commit_interval: Duration = _env("PROCESSOR_COMMIT_INTERVAL", "1s",
                                      "how often offsets (or transactions) are committed")
     auto_offset_reset: str = _env("PROCESSOR_AUTO_OFFSET_RESET", "earliest",
                                   "where a new group starts: earliest or latest",
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     max_buffered: int = _env("PROCESSOR_MAX_BUFFERED", 10_000,
                              "unfinished records at most before fetching pauses", ge=1,
                              le=10_000_000)
-    shutdown_timeout: Duration = _env("PROCESSOR_SHUTDOWN_TIMEOUT", 20.0,
+    shutdown_timeout: Duration = _env("PROCESSOR_SHUTDOWN_TIMEOUT", "20s",
                                       "on SIGTERM or a revoke: time for in-flight records "
                                       "to finish before they are left for a later run")
 
@@ -125,31 +125,31 @@ class Settings(BaseSettings):
                                      "Hunter API key; required for hunter")
     hunter_base_url: str = _env("HUNTER_BASE_URL", "https://api.hunter.io",
                                 "where the Hunter API lives", pattern=r"^https?://\S+$")
-    request_timeout: Duration = _env("PROCESSOR_REQUEST_TIMEOUT", 10.0,
+    request_timeout: Duration = _env("PROCESSOR_REQUEST_TIMEOUT", "10s",
                                      "timeout of one provider request", gt=0)
-    rate_limit_per_minute: float = _env("CLEARBIT_RATE_LIMIT_PER_MINUTE", 600.0,
+    rate_limit_per_minute: int = _env("CLEARBIT_RATE_LIMIT_PER_MINUTE", 600,
                                         "provider requests per minute at most (0: no limit)",
                                         ge=0)
     max_attempts: int = _env("PROCESSOR_MAX_ATTEMPTS", 8,
                              "attempts per lookup on timeouts, 5xx and connection errors",
                              ge=1, le=1000)
-    retry_deadline: Duration = _env("PROCESSOR_RETRY_DEADLINE", 300.0,
+    retry_deadline: Duration = _env("PROCESSOR_RETRY_DEADLINE", "5m",
                                     "give up retrying a lookup (dead letter) after this long")
     breaker_threshold: int = _env("PROCESSOR_BREAKER_THRESHOLD", 5,
                                   "consecutive provider failures that open the circuit", ge=1)
-    breaker_reset: Duration = _env("PROCESSOR_BREAKER_RESET", 10.0,
+    breaker_reset: Duration = _env("PROCESSOR_BREAKER_RESET", "10s",
                                    "how long the circuit stays open before a probe", gt=0)
-    quota_retry_interval: Duration = _env("PROCESSOR_QUOTA_RETRY_INTERVAL", 60.0,
+    quota_retry_interval: Duration = _env("PROCESSOR_QUOTA_RETRY_INTERVAL", "60s",
                                           "after a 402, how often to probe the quota", gt=0)
-    queued_retry_interval: Duration = _env("PROCESSOR_QUEUED_RETRY_INTERVAL", 5.0,
+    queued_retry_interval: Duration = _env("PROCESSOR_QUEUED_RETRY_INTERVAL", "5s",
                                            "after a 202, when to ask again", gt=0)
-    queued_deadline: Duration = _env("PROCESSOR_QUEUED_DEADLINE", 120.0,
+    queued_deadline: Duration = _env("PROCESSOR_QUEUED_DEADLINE", "2m",
                                      "after a first 202, give up (dead letter) after this long")
 
     # --- cache ------------------------------------------------------------------------
-    cache_ttl: Duration = _env("PROCESSOR_CACHE_TTL", 7 * 86400.0,
+    cache_ttl: Duration = _env("PROCESSOR_CACHE_TTL", "7d",
                                "how long a found record is reused without a new lookup")
-    not_found_ttl: Duration = _env("PROCESSOR_NOT_FOUND_TTL", 86400.0,
+    not_found_ttl: Duration = _env("PROCESSOR_NOT_FOUND_TTL", "1d",
                                    "how long a 404 (or 422) is remembered")
     cache_max_entries: int = _env("PROCESSOR_CACHE_MAX_ENTRIES", 100_000,
                                   "emails kept in the cache at most (0: no cache)", ge=0)
@@ -159,7 +159,7 @@ class Settings(BaseSettings):
                              "port of /metrics, /healthz and /readyz (0: off)", ge=0, le=65535)
     metrics_host: str = _env("PROCESSOR_METRICS_HOST", "0.0.0.0",  # noqa: S104 - scraped from outside the pod
                              "address the metrics port binds to")
-    lag_interval: Duration = _env("PROCESSOR_LAG_INTERVAL", 5.0,
+    lag_interval: Duration = _env("PROCESSOR_LAG_INTERVAL", "5s",
                                   "how often consumer lag is measured", gt=0)
     log_level: str = _env("PROCESSOR_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR",
                           pattern="^(?i:debug|info|warning|error)$")

@@ -134,7 +134,10 @@ class Stage:
         if self._pipeline.failure is not None:
             raise self._pipeline.failure
         if self._options.transactional:
-            if self._clock.monotonic() - self._last_commit >= self._options.commit_interval:
+            # Commit at the interval, or earlier when decided records would otherwise
+            # fill the buffer and pause fetching until the next interval.
+            due = self._clock.monotonic() - self._last_commit >= self._options.commit_interval
+            if due or self._pipeline.outstanding() >= self._options.max_buffered // 2:
                 self._commit_transaction()
         else:
             self._source.store(self._pipeline.advance())

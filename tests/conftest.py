@@ -30,6 +30,8 @@ from processor.devkit.broker import (
     create_topics,
     wait_until_ready,
 )
+from processor.devkit.clearbit_server import ClearbitServer
+from tests.harness import Names
 
 _IMAGE = f"apache/kafka:{KAFKA_VERSION}"
 _LOCAL = pytest.StashKey[LocalKafka]()
@@ -183,6 +185,16 @@ def kafka_topics(kafka_bootstrap: str, unique_name: str) -> Callable[..., str]:
     return make
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests are marked by where they live: tests/integration, tests/e2e."""
+    for item in items:
+        parts = item.path.parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        elif "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None],
@@ -196,3 +208,28 @@ def pytest_runtest_makereport(
                                 broker.log_tail()))
     return report
 
+
+
+# --- the Clearbit-compatible server and per-test names ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def clearbit_session() -> Iterator[ClearbitServer]:
+    from tests.harness import API_KEY
+
+    with ClearbitServer(key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def clearbit(clearbit_session: ClearbitServer) -> ClearbitServer:
+    """The session's Clearbit-compatible server, back to its defaults for each test."""
+    clearbit_session.reset()
+    return clearbit_session
+
+
+@pytest.fixture
+def names(kafka_topics: Callable[..., str], unique_name: str) -> Names:
+    """Three fresh topics (input and output with 3 partitions) and a fresh group."""
+    return Names(input=kafka_topics("in", 3), output=kafka_topics("out", 3),
+                 dlq=kafka_topics("dlq", 1), group=f"{unique_name}-group")

@@ -182,3 +182,14 @@ def test_flag_overrides_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PROCESSOR_MAX_IN_FLIGHT", "5")
     assert main(["run", "--max-in-flight", "zero"]) == 2
     assert "PROCESSOR_MAX_IN_FLIGHT" in capsys.readouterr().err
+
+
+def test_readme_documents_every_variable_with_its_default() -> None:
+    from pathlib import Path
+
+    from processor.cli import _default_text
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for field, info in Settings.model_fields.items():
+        row = f"| `{env_name(field)}` | `{_default_text(info.default)}` |"
+        assert row in readme, f"README.md lacks the row: {row}"

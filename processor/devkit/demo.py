@@ -1,0 +1,167 @@
+"""``make run``: the whole stage on this machine, start to finish, then everything stopped.
+
+1. a Kafka broker (``KAFKA_BOOTSTRAP_SERVERS`` if set, else the local one from
+   Maven Central's jars) and the Clearbit-compatible server;
+2. the three topics, and a handful of sample Identify events (found, free mail,
+   anonymous, a repeat, skips, a malformed one...);
+3. ``processor run`` as its own process, exactly as in production;
+4. the enriched events and the dead letters that come out, and the counts
+   from ``/metrics``; then SIGTERM to the processor and everything stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from processor.devkit.broker import LocalKafka, create_topics
+from processor.devkit.clearbit_server import ClearbitServer
+from processor.devkit.samples import demo_events
+
+API_KEY = "sk_test_local"
+RULE = "─" * 78
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def kafka() -> Iterator[str]:
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        say(f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={given}")
+        yield given
+        return
+    say("Kafka: starting a local broker (Apache Kafka's jars from Maven Central)...")
+    broker = LocalKafka()
+    broker.start()
+    say(f"Kafka: ready at {broker.bootstrap_servers} (log: {broker.log_path})")
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+        say("Kafka: stopped")
+
+
+def produce(bootstrap: str, topic: str) -> int:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    events = demo_events()
+    for label, key, value in events:
+        producer.produce(topic, value, key)
+        say(f"  → {label}")
+    producer.flush(30)
+    return len(events)
+
+
+def collect(bootstrap: str, topics: list[str], expect: int, timeout: float) -> list[Any]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer.subscribe(topics)
+    found: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < expect and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                found.append(message)
+    finally:
+        consumer.close()
+    return found
+
+
+def show(messages: list[Any], output: str) -> None:
+    enriched = [m for m in messages if m.topic() == output]
+    letters = [m for m in messages if m.topic() != output]
+    say(f"{RULE}\nEnriched Identify events on {output} ({len(enriched)}):\n{RULE}")
+    for number, message in enumerate(enriched):
+        event = orjson.loads(message.value())
+        traits = event["traits"]
+        if number == 0:
+            say(f"key={message.key()!r} (the first one in full)")
+            say(orjson.dumps(event, option=orjson.OPT_INDENT_2).decode())
+            continue
+        person = traits.get("clearbit_person_name_full_name")
+        company = traits.get("clearbit_company_name")
+        say(f"key={message.key()!r} email={traits['email']} person={person!r} "
+            f"company={company!r} ({len(traits) - 1} clearbit_ traits)")
+    say(f"{RULE}\nDead letters ({len(letters)}): original bytes, and why\n{RULE}")
+    for message in letters:
+        headers = {k: (v or b"").decode(errors="replace") for k, v in message.headers() or []}
+        say(f"key={message.key()!r} value={message.value()[:80]!r}")
+        for name in ("__enrichment.errors.reason", "__connect.errors.exception.message",
+                     "__connect.errors.topic", "__connect.errors.partition",
+                     "__connect.errors.offset"):
+            say(f"    {name}: {headers.get(name)}")
+
+
+def show_metrics(port: int) -> None:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError as error:
+        say(f"(metrics not reachable: {error})")
+        return
+    say(f"{RULE}\nFrom /metrics on :{port}\n{RULE}")
+    for line in text.splitlines():
+        if line.startswith(("enrichment_events_total", "enrichment_lookups_total",
+                            "enrichment_cache_requests_total",
+                            "enrichment_consumer_lag_records")) and (
+                not line.endswith(" 0.0") or "lag" in line):
+            say(f"  {line}")
+
+
+def main() -> int:
+    topics = {"input": "identify.raw", "output": "identify.enriched", "dlq": "identify.dlq"}
+    with kafka() as bootstrap, ClearbitServer(key=API_KEY) as clearbit:
+        base_url = clearbit.url
+        say(f"Clearbit-compatible server: {base_url} (key {API_KEY[:3]}…)")
+        create_topics(bootstrap, {topics["input"]: 3, topics["output"]: 3, topics["dlq"]: 1})
+        say(f"Producing sample Identify events to {topics['input']}:")
+        sent = produce(bootstrap, topics["input"])
+        metrics_port = free_port()
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+               "PROCESSOR_INPUT_TOPIC": topics["input"],
+               "PROCESSOR_OUTPUT_TOPIC": topics["output"],
+               "PROCESSOR_DLQ_TOPIC": topics["dlq"],
+               "PROCESSOR_GROUP_ID": f"demo-{uuid.uuid4().hex[:8]}",
+               "CLEARBIT_API_KEY": API_KEY, "CLEARBIT_BASE_URL": base_url,
+               "PROCESSOR_METRICS_PORT": str(metrics_port), "PROCESSOR_LAG_INTERVAL": "1s",
+               "PROCESSOR_LOG_FORMAT": os.environ.get("PROCESSOR_LOG_FORMAT", "console")}
+        say(f"Starting: {sys.executable} -m processor run")
+        processor = subprocess.Popen([sys.executable, "-m", "processor", "run"], env=env)
+        try:
+            # 3 found + 1 repeat are enriched; 3 dead letters; the rest are skips.
+            messages = collect(bootstrap, [topics["output"], topics["dlq"]], expect=7,
+                               timeout=90)
+            time.sleep(2)  # let a lag measurement happen after the last commit
+            show(messages, topics["output"])
+            show_metrics(metrics_port)
+        finally:
+            processor.send_signal(signal.SIGTERM)
+            code = processor.wait(60)
+        say(f"{RULE}\nSent {sent} events; {len(messages)} came out "
+            f"(the rest were skipped, see enrichment_events_total). Processor exit code: {code}")
+    return 0 if code == 0 and len(messages) == 7 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Realistic Segment Identify events for the demo, the tests and the benchmarks.
+
+The emails' local parts steer the project's Clearbit-compatible server
+(``processor.devkit.clearbit_server``): ``notfound...`` answers 404,
+``invalid...`` 422, ``queued...`` 202 twice, ``error...`` 500, and any other
+address is found.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+COMPANY_DOMAINS = ("initech.example", "globex.example", "umbrella.example", "hooli.example",
+                   "vandelay.example", "acme.example")
+FIRST_NAMES = ("ada", "grace", "alan", "edsger", "barbara", "donald", "margaret", "ken",
+               "radia", "tim", "frances", "john")
+
+
+def identify(email: str | None, *, user_id: str | None = None, anonymous_id: str | None = None,
+             message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One raw Identify call as Segment's HTTP API would carry it."""
+    event: dict[str, Any] = {
+        "type": "identify",
+        "messageId": message_id or f"ajs-{uuid.uuid4()}",
+        "timestamp": "2026-11-23T09:30:00.000Z",
+        "context": {"library": {"name": "analytics.js", "version": "4.1.0"},
+                    "ip": "203.0.113.7"},
+        "traits": {"plan": "pro", "logins": 5},
+    }
+    if user_id is not None:
+        event["userId"] = user_id
+    if anonymous_id is not None:
+        event["anonymousId"] = anonymous_id
+    if email is not None:
+        event["traits"]["email"] = email
+    event.update(extra)
+    return event
+
+
+def person_email(i: int, domain_count: int = len(COMPANY_DOMAINS)) -> str:
+    """A deterministic, found-by-default address for person number ``i``."""
+    name = FIRST_NAMES[i % len(FIRST_NAMES)]
+    return f"{name}.{i}@{COMPANY_DOMAINS[i % domain_count]}"
+
+
+def demo_events() -> list[tuple[str, bytes | None, bytes]]:
+    """The handful ``make run`` sends: (what it shows, key, value)."""
+    import orjson  # noqa: PLC0415 - devkit only
+
+    def item(label: str, key: str | None, event: Any) -> tuple[str, bytes | None, bytes]:
+        value = event if isinstance(event, bytes) else orjson.dumps(event)
+        return label, key.encode() if key else None, value
+
+    return [
+        item("found: person and company", "user-101",
+             identify("ada.lovelace@initech.example", user_id="user-101")),
+        item("found: free-mail address, person only", "user-102",
+             identify("grace.hopper@gmail.com", user_id="user-102")),
+        item("found: anonymous visitor, no key", None,
+             identify("alan.turing@globex.example", anonymous_id="anon-7f3a")),
+        item("the same email again: served from the cache", "user-101",
+             identify("Ada.Lovelace@Initech.example ", user_id="user-101")),
+        item("skipped: no email trait", "user-103", identify(None, user_id="user-103")),
+        item("skipped: not an identify", "user-104",
+             {"type": "track", "event": "Order Completed", "userId": "user-104"}),
+        item("skipped: Clearbit turned off for this call", "user-105",
+             identify("edsger@hooli.example", user_id="user-105",
+                      integrations={"All": True, "Clearbit Enrichment": False})),
+        item("skipped: Clearbit has no record (404)", "user-106",
+             identify("notfound.nobody@vandelay.example", user_id="user-106")),
+        item("dead letter: the value is not JSON", "user-107", b'{"type": "identify", "traits": '),
+        item("dead letter: the email is not valid", "user-108",
+             identify("barbara@@liskov", user_id="user-108")),
+        item("dead letter: neither userId nor anonymousId", None,
+             identify("donald@acme.example")),
+    ]
+
+
+def stream(count: int, distinct_emails: int, *, seed: int = 0
+           ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """``count`` enrichable identifies cycling over ``distinct_emails`` addresses."""
+    for i in range(count):
+        person = (i * 7919 + seed) % distinct_emails
+        yield (f"user-{person}".encode(),
+               identify(person_email(person), user_id=f"user-{person}", message_id=f"m-{seed}-{i}"))

@@ -1,0 +1,89 @@
+"""``processor run`` as its own process, as an operator runs it: signals and exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from processor.devkit.clearbit_server import ClearbitServer
+from processor.devkit.samples import identify, person_email
+from tests.harness import API_KEY, Names, caught_up, produce, read, wait_for
+
+
+def environment(bootstrap: str, names: Names, base_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROCESSOR_", "CLEARBIT_"))}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PROCESSOR_INPUT_TOPIC": names.input,
+        "PROCESSOR_OUTPUT_TOPIC": names.output, "PROCESSOR_DLQ_TOPIC": names.dlq,
+        "PROCESSOR_GROUP_ID": names.group, "CLEARBIT_API_KEY": API_KEY,
+        "CLEARBIT_BASE_URL": base_url, "PROCESSOR_METRICS_PORT": "0",
+        "PROCESSOR_LOG_FORMAT": "json", "PROCESSOR_COMMIT_INTERVAL": "200ms",
+    })
+    env.update(extra)
+    return env
+
+
+def start(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "processor", "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_drains_commits_and_exits_zero(kafka_bootstrap: str, names: Names,
+                                               clearbit: ClearbitServer) -> None:
+    produce(kafka_bootstrap, names.input, [
+        (f"u{i}".encode(), identify(person_email(i), user_id=f"u{i}")) for i in range(200)])
+    clearbit.set_latency(200)  # lookups are in flight when the signal comes
+    process = start(environment(kafka_bootstrap, names, clearbit.url,
+                                PROCESSOR_SHUTDOWN_TIMEOUT="20s"))
+    try:
+        read(kafka_bootstrap, [names.output], until=lambda m: len(m) >= 20, timeout=60)
+        sent_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-2000:]
+    assert time.monotonic() - sent_at < 25
+    assert "stopped cleanly" in stderr
+    # What was finished is committed; what was not will be read again, never lost.
+    out = read(kafka_bootstrap, [names.output], until=lambda m: False, timeout=3)
+    ids = [m.value() for m in out]
+    assert len(ids) == len(set(ids))
+
+
+def test_refused_key_exits_3_with_a_clear_message(kafka_bootstrap: str, names: Names,
+                                                  clearbit: ClearbitServer) -> None:
+    produce(kafka_bootstrap, names.input, [(b"k", identify(person_email(1), user_id="u"))])
+    env = environment(kafka_bootstrap, names, clearbit.url, CLEARBIT_API_KEY="sk_revoked_key")
+    process = start(env)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 3
+    assert "refused the API key" in stderr
+    assert "sk_revoked" not in stderr
+    assert not caught_up(kafka_bootstrap, names.group, names.input, 3)
+
+
+def test_restart_after_fixing_the_key_processes_the_same_records(
+        kafka_bootstrap: str, names: Names, clearbit: ClearbitServer) -> None:
+    produce(kafka_bootstrap, names.input, [
+        (f"u{i}".encode(), identify(person_email(i), user_id=f"u{i}")) for i in range(5)])
+    bad = start(environment(kafka_bootstrap, names, clearbit.url,
+                            CLEARBIT_API_KEY="sk_revoked_key"))
+    bad.communicate(timeout=60)
+    assert bad.returncode == 3
+    good = start(environment(kafka_bootstrap, names, clearbit.url))
+    try:
+        out = read(kafka_bootstrap, [names.output], until=lambda m: len(m) >= 5, timeout=60)
+        wait_for(lambda: caught_up(kafka_bootstrap, names.group, names.input, 3), 30,
+                 "the restarted processor to commit")
+    finally:
+        good.send_signal(signal.SIGTERM)
+        good.communicate(timeout=30)
+    assert len(out) == 5
+    assert good.returncode == 0

@@ -1,0 +1,158 @@
+"""Helpers for tests on the real broker: run the stage in-process, produce, read back."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from processor.bootstrap import Assembly, assemble
+from processor.settings import Settings, load
+
+API_KEY = "sk_test_local"
+
+
+@dataclass
+class Names:
+    """Topic and group names of one test, unique on the shared broker."""
+
+    input: str
+    output: str
+    dlq: str
+    group: str
+
+    def settings(self, bootstrap: str, base_url: str, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "bootstrap_servers": bootstrap, "input_topic": self.input,
+            "output_topic": self.output, "dlq_topic": self.dlq, "group_id": self.group,
+            "clearbit_api_key": API_KEY, "clearbit_base_url": base_url,
+            "metrics_port": 0, "commit_interval": 0.2, "lag_interval": 0.5,
+            "shutdown_timeout": 10.0,
+        }
+        values.update(overrides)
+        return load(values)
+
+
+@dataclass
+class RunningStage:
+    assembly: Assembly
+    thread: threading.Thread
+    errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def sensor(self) -> Any:
+        return self.assembly.sensor
+
+
+@contextlib.contextmanager
+def running_stage(settings: Settings, *, expect_failure: bool = False) -> Iterator[RunningStage]:
+    """The stage on a thread (as ``processor run`` would run it), stopped on exit."""
+    assembly = assemble(settings)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            assembly.stage.run()
+        except BaseException as error:  # noqa: BLE001 - handed to the test below
+            errors.append(error)
+
+    thread = threading.Thread(target=run, name="stage-under-test", daemon=True)
+    if assembly.metrics:
+        assembly.metrics.start()
+    assembly.lag.start()
+    thread.start()
+    running = RunningStage(assembly, thread, errors)
+    try:
+        yield running
+    finally:
+        assembly.stage.request_stop()
+        thread.join(60)
+        assembly.lag.stop()
+        if assembly.metrics:
+            assembly.metrics.stop()
+        assert not thread.is_alive(), "the stage did not stop within 60 s"
+        if errors and not expect_failure:
+            raise errors[0]
+
+
+def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, Any]]) -> int:
+    """Produce (key, value) pairs; dict values are JSON-encoded. Returns how many."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "linger.ms": 5})
+    count = 0
+    for key, value in items:
+        raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
+        producer.produce(topic, raw, key)
+        count += 1
+        if count % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    return count
+
+
+def read(bootstrap: str, topics: list[str], *, until: Callable[[list[Message]], bool],
+         timeout: float = 60.0, read_committed: bool = True) -> list[Message]:
+    """Read ``topics`` from the beginning until ``until(messages)`` holds or time runs out."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4()}",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+    })
+    consumer.subscribe(topics)
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(messages) and time.monotonic() < deadline:
+            messages.extend(m for m in consumer.consume(500, 0.2) if m.error() is None)
+    finally:
+        consumer.close()
+    return messages
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+                for p in range(partitions)}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
+def caught_up(bootstrap: str, group: str, topic: str, partitions: int) -> bool:
+    """The group's commits reach the end of every partition that has records."""
+    ends = end_offsets(bootstrap, topic, partitions)
+    committed = committed_offsets(bootstrap, group, topic, partitions)
+    return all(committed[p] == end for p, end in ends.items() if end > 0)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def count_of(messages: list[Message], topic: str) -> int:
+    return sum(1 for m in messages if m.topic() == topic)
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    return {k: (v if isinstance(v, bytes) else (v or "").encode()).decode(errors="replace")
+            for k, v in (message.headers() or [])}
