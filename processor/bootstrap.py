@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processor.adapters.clearbit import ClearbitProvider
-from processor.adapters.kafka import KafkaSink, KafkaSource
+from processor.adapters.kafka import KafkaSink, KafkaSource, verify_topics
 from processor.adapters.lag import LagMonitor
 from processor.adapters.prometheus import MetricsServer, PrometheusSensor
 from processor.codec import JsonCodec
@@ -93,6 +93,15 @@ class Assembly:
     sensor: PrometheusSensor
     metrics: MetricsServer | None
     lag: LagMonitor
+
+
+def preflight(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    """The cluster answers and the three topics exist (raises with what to fix)."""
+    admin_config, _ = kafka_config(settings, "admin", environ)
+    verify_topics(admin_config, {"PROCESSOR_INPUT_TOPIC": settings.input_topic,
+                                 "PROCESSOR_OUTPUT_TOPIC": settings.output_topic,
+                                 "PROCESSOR_DLQ_TOPIC": settings.dlq_topic},
+                  settings.startup_timeout)
 
 
 def assemble(settings: Settings, clock: Clock | None = None,

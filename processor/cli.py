@@ -89,9 +89,10 @@ def _run(args: argparse.Namespace) -> int:
     settings = load(overrides(args))
     settings.check_api_key()
     from processor.adapters import logs  # noqa: PLC0415
-    from processor.bootstrap import assemble  # noqa: PLC0415 - import Kafka only when needed
+    from processor.bootstrap import assemble, preflight  # noqa: PLC0415 - Kafka only when needed
 
     logs.configure(settings.log_level, settings.log_format)
+    preflight(settings)
     assembly = assemble(settings)
     assembly.stage.install_signal_handlers()
     if assembly.metrics:

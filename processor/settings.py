@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     max_buffered: int = _env("PROCESSOR_MAX_BUFFERED", 10_000,
                              "unfinished records at most before fetching pauses", ge=1,
                              le=10_000_000)
+    startup_timeout: Duration = _env("PROCESSOR_STARTUP_TIMEOUT", "30s",
+                                     "at start: how long to wait for the cluster to answer",
+                                     gt=0)
     shutdown_timeout: Duration = _env("PROCESSOR_SHUTDOWN_TIMEOUT", "20s",
                                       "on SIGTERM or a revoke: time for in-flight records "
                                       "to finish before they are left for a later run")

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from processor.bootstrap import Assembly, assemble
+from processor.bootstrap import Assembly, assemble, preflight
 from processor.settings import Settings, load
 
 API_KEY = "sk_test_local"
@@ -54,6 +54,7 @@ class RunningStage:
 @contextlib.contextmanager
 def running_stage(settings: Settings, *, expect_failure: bool = False) -> Iterator[RunningStage]:
     """The stage on a thread (as ``processor run`` would run it), stopped on exit."""
+    preflight(settings)
     assembly = assemble(settings)
     errors: list[BaseException] = []
 

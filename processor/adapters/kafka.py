@@ -54,6 +54,32 @@ def _on_error(error: KafkaError) -> None:
         log.warning("kafka client error: %s", error.str())
 
 
+def verify_topics(config: Mapping[str, Any], topics: Mapping[str, str], timeout: float) -> None:
+    """Fail fast, and say what to fix, when the cluster is unreachable or a topic is missing.
+
+    ``topics`` maps each setting's variable name to its topic. The processor never
+    creates topics: partition counts, retention and compaction are the owner's call.
+    """
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only at start
+
+    admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
+    admin = AdminClient(admin_config)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as error:
+        raise FatalError(
+            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
+            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error}); check the "
+            "address and the PROCESSOR_KAFKA_* security settings") from None
+    missing = [f"{variable}: topic '{topic}' does not exist"
+               for variable, topic in topics.items()
+               if topic not in metadata.topics or metadata.topics[topic].error is not None]
+    if missing:
+        raise ConfigError("\n".join(f"{line} on the cluster at {config.get('bootstrap.servers')}; "
+                                    "create it first (the processor does not create topics)"
+                                    for line in missing))
+
+
 class KafkaSource:
     """The consumer: batches of records, pause/resume, stored offsets and commits."""
 

@@ -87,3 +87,26 @@ def test_restart_after_fixing_the_key_processes_the_same_records(
         good.communicate(timeout=30)
     assert len(out) == 5
     assert good.returncode == 0
+
+
+def test_missing_topic_is_a_configuration_error(kafka_bootstrap: str, names: Names,
+                                                clearbit: ClearbitServer) -> None:
+    env = environment(kafka_bootstrap, names, clearbit.url,
+                      PROCESSOR_OUTPUT_TOPIC="no-such-topic-anywhere")
+    done = subprocess.run([sys.executable, "-m", "processor", "run"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "PROCESSOR_OUTPUT_TOPIC: topic 'no-such-topic-anywhere' does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_cluster_is_reported_not_retried_forever(names: Names,
+                                                             clearbit: ClearbitServer) -> None:
+    env = environment("127.0.0.1:9", names, clearbit.url,  # nothing listens on port 9
+                      PROCESSOR_STARTUP_TIMEOUT="5s")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "processor", "run"], env=env,
+                          capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 3
+    assert "could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9" in done.stderr
+    assert time.monotonic() - started < 30
