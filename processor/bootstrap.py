@@ -119,7 +119,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
 
     policy = LookupPolicy(
         workers=settings.max_in_flight,
-        rate_limit_per_minute=settings.rate_limit_per_minute,
+        rate_limit_per_minute=settings.provider_rate_limit,
         max_attempts=settings.max_attempts,
         retry_deadline=settings.retry_deadline,
         backoff=Backoff(),

@@ -76,6 +76,8 @@ class Sink(Protocol):
     def flush(self, timeout: float) -> int:
         """Wait for outstanding deliveries; returns how many are still outstanding."""
 
+    def close(self) -> None: ...
+
 
 class TransactionalSink(Sink, Protocol):
     """A sink that can also commit outputs and input offsets atomically."""

@@ -128,10 +128,14 @@ class Settings(BaseSettings):
                                      "Hunter API key; required for hunter")
     hunter_base_url: str = _env("HUNTER_BASE_URL", "https://api.hunter.io",
                                 "where the Hunter API lives", pattern=r"^https?://\S+$")
+    hunter_rate_limit_per_minute: int = _env("HUNTER_RATE_LIMIT_PER_MINUTE", 500,
+                                             "hunter only: requests per minute at most "
+                                             "(Hunter's documented limit)", ge=0)
     request_timeout: Duration = _env("PROCESSOR_REQUEST_TIMEOUT", "10s",
                                      "timeout of one provider request", gt=0)
     rate_limit_per_minute: int = _env("CLEARBIT_RATE_LIMIT_PER_MINUTE", 600,
-                                        "provider requests per minute at most (0: no limit)",
+                                        "clearbit only: requests per minute at most "
+                                        "(0: no limit)",
                                         ge=0)
     max_attempts: int = _env("PROCESSOR_MAX_ATTEMPTS", 8,
                              "attempts per lookup on timeouts, 5xx and connection errors",
@@ -195,6 +199,13 @@ class Settings(BaseSettings):
         secret = (self.clearbit_api_key if self.provider is ProviderName.CLEARBIT
                   else self.hunter_api_key)
         return secret.get_secret_value().strip()
+
+    @property
+    def provider_rate_limit(self) -> int:
+        """Requests per minute allowed to the selected provider."""
+        if self.provider is ProviderName.HUNTER:
+            return self.hunter_rate_limit_per_minute
+        return self.rate_limit_per_minute
 
     @property
     def effective_transactional_id(self) -> str:

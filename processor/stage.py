@@ -250,10 +250,11 @@ class Stage:
 
     def _close(self) -> None:
         self._lookups.stop()
-        try:
-            self._source.close()
-        except Exception:
-            log.warning("consumer did not close cleanly", exc_info=True)
+        for name, client in (("consumer", self._source), ("producer", self._sink)):
+            try:
+                client.close()
+            except Exception:  # closing a client that already failed: log, go on
+                log.warning("%s did not close cleanly", name, exc_info=True)
         self._sensor.state(alive=False, ready=False)
         if self.state is not Lifecycle.FAILED:
             self.state = Lifecycle.STOPPED

@@ -60,6 +60,9 @@ class FakeSink:
         self.deliver()
         return 0
 
+    def close(self) -> None:
+        self.closed = True
+
     def on(self, topic: str) -> list[tuple[bytes | None, Any, dict[str, Any]]]:
         """(key, decoded value or raw bytes, headers as a dict) of everything sent to ``topic``."""
         out = []

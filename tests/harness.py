@@ -157,3 +157,9 @@ def count_of(messages: list[Message], topic: str) -> int:
 def headers_of(message: Message) -> dict[str, str]:
     return {k: (v if isinstance(v, bytes) else (v or "").encode()).decode(errors="replace")
             for k, v in (message.headers() or [])}
+
+
+def sample(sensor: Any, name: str, **labels: str) -> float:
+    """The current value of one series in the stage's own registry (0 when absent)."""
+    value = sensor.registry.get_sample_value(name, labels or None)
+    return float(value or 0.0)

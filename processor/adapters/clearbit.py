@@ -8,6 +8,7 @@ texts never carry the request URL (it holds the email) nor the key.
 from __future__ import annotations
 
 import email.utils
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,16 +30,21 @@ USER_AGENT = "clearbit-enrichment-stage/0.1 (+kafka)"
 
 
 def error_text(body: bytes) -> str:
-    """``type: message`` from an error body whose ``error`` is an object or a list."""
+    """``type: message`` from an error body, in any of the shapes providers use:
+    ``{"error": {...}}``, ``{"error": [{...}]}``, ``{"error": "text"}`` (Clearbit) or
+    ``{"errors": [{"id", "details"}]}`` (Hunter). Never raises."""
     try:
         parsed = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         return ""
-    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict):
+        return ""
+    error = parsed.get("error", parsed.get("errors"))
     if isinstance(error, list):
         error = error[0] if error else None
     if isinstance(error, dict):
-        kind, message = error.get("type"), error.get("message")
+        kind = error.get("type", error.get("id"))
+        message = error.get("message", error.get("details"))
         return redact(": ".join(str(p) for p in (kind, message) if p))
     return redact(str(error)) if error else ""
 
@@ -77,6 +83,11 @@ class ClearbitProvider:
     def __init__(self, *, base_url: str, api_key: str, timeout: float, max_connections: int,
                  clock: Clock, extra_params: Mapping[str, str] | None = None,
                  path: str = COMBINED_PATH, auth_header: tuple[str, str] | None = None) -> None:
+        # httpx logs every request URL at INFO, and the URL carries the email: whatever
+        # logging the host application set up, those lines must not be emitted.
+        for name in ("httpx", "httpcore"):
+            logger = logging.getLogger(name)
+            logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
         self._clock = clock
         self._path = path
         self._params = dict(extra_params or {})
@@ -127,7 +138,7 @@ class ClearbitProvider:
 
     def _found(self, body: bytes) -> Answer:
         try:
-            parsed: Any = orjson.loads(body)
+            parsed: Any = self._unwrap(orjson.loads(body))
         except orjson.JSONDecodeError:
             raise TransientProviderError(f"{self.name} sent a body that is not JSON",
                                          status="bad_body") from None
@@ -138,6 +149,10 @@ class ClearbitProvider:
         if person is None and company is None:
             return NotFound()
         return Found(person, company)
+
+    def _unwrap(self, parsed: Any) -> Any:
+        """The combined body itself, out of whatever envelope the provider puts it in."""
+        return parsed
 
     async def aclose(self) -> None:
         await self._client.aclose()

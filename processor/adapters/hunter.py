@@ -1,15 +1,37 @@
-"""Hunter's Combined Enrichment endpoint, asked for Clearbit-shaped bodies, as a ``Provider``.
+"""Hunter's Combined Enrichment endpoint, asked for Clearbit-shaped data, as a ``Provider``.
 
-Hunter answers ``GET /v2/combined/find?email=...&clearbit_format=true`` with
-the same ``{"person": ..., "company": ...}`` body as Clearbit, so the status
-handling and the trait mapping are Clearbit's; only the host and the key differ.
+``GET /v2/combined/find?email=...&clearbit_format=true`` answers with Clearbit's
+``person``/``company`` objects (inside Hunter's usual ``{"data": ..., "meta": ...}``
+envelope; a bare body is accepted too), so the trait mapping and the output stay
+exactly as with Clearbit. What differs is Hunter's status vocabulary:
+
+======  ======================================  ==================================
+status  Hunter means                            here
+======  ======================================  ==================================
+401     no valid API key                        fatal: stop with a message
+403     rate limit reached (per second/minute)  the pool slows down, records wait
+429     usage limit of the plan reached         quota: pause and probe (no dead letter)
+451     the person asked to be forgotten       no record (a counted skip)
+400     a parameter is invalid                  this email is rejected (dead letter)
+======  ======================================  ==================================
+
 The key goes in the ``X-API-KEY`` header, never in the URL (URLs end up in logs).
 """
 
 from __future__ import annotations
 
-from processor.adapters.clearbit import ClearbitProvider
+from typing import Any
+
+import httpx
+
+from processor.adapters.clearbit import ClearbitProvider, error_text, retry_at
 from processor.core.clock import Clock
+from processor.core.errors import (
+    ProviderAuthError,
+    QuotaExhaustedError,
+    RateLimitedError,
+)
+from processor.ports import Answer, NotFound
 
 
 class HunterProvider(ClearbitProvider):
@@ -21,3 +43,24 @@ class HunterProvider(ClearbitProvider):
                          max_connections=max_connections, clock=clock,
                          extra_params={"clearbit_format": "true"},
                          auth_header=("X-API-KEY", api_key))
+
+    def _answer(self, response: httpx.Response) -> Answer:
+        status = response.status_code
+        if status == 401:
+            raise ProviderAuthError(
+                f"hunter refused the API key ({status} {error_text(response.content)}); "
+                "check HUNTER_API_KEY")
+        if status == 403:
+            # No documented Retry-After or reset header: honour them if sent, else back off.
+            raise RateLimitedError("hunter rate limit (403)",
+                                   retry_at(response.headers, self._clock))
+        if status == 429:
+            raise QuotaExhaustedError("hunter usage limit reached (429)")
+        if status == 451:
+            return NotFound()
+        return super()._answer(response)
+
+    def _unwrap(self, parsed: Any) -> Any:
+        if isinstance(parsed, dict) and isinstance(parsed.get("data"), dict):
+            return parsed["data"]
+        return parsed

@@ -252,3 +252,8 @@ class KafkaSink:
     def abort(self, timeout: float) -> None:
         if self._in_transaction:
             self._abort(timeout)
+
+    def close(self) -> None:
+        """Release the producer now (it flushes what is still queued, aborting an open
+        transaction) instead of whenever the garbage collector gets to it."""
+        self._producer.close()

@@ -227,8 +227,13 @@ class ServerSettings:
     outage_status: int = 503
     log_size: int = DEFAULT_LOG_SIZE
     rules: Mapping[str, Rule] = dataclasses.field(default_factory=dict)
+    # "hunter": answer as Hunter's combined endpoint with clearbit_format=true does
+    # (see ``hunter_reply``), to test the Hunter provider against the same knobs.
+    flavor: str = "clearbit"
 
     def __post_init__(self) -> None:
+        if self.flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {FLAVORS}")
         if min(self.latency_ms, self.rate_limit_per_minute, self.log_size) < 0:
             raise ValueError("latency_ms, rate_limit_per_minute and log_size must be >= 0")
         if self.outage not in OUTAGE_MODES or not 400 <= self.outage_status <= 599:
@@ -241,6 +246,27 @@ class Reply(NamedTuple):
     headers: Mapping[str, str] = {}
     delay: float = 0.0
     cause: str = "default"
+
+
+FLAVORS = ("clearbit", "hunter")
+
+
+def hunter_reply(reply: Reply) -> Reply:
+    """The same answer in Hunter's vocabulary: bodies in a ``data`` envelope, errors as
+    ``{"errors": [{"id", "code", "details"}]}``, 403 for "slow down" (Clearbit's 429)
+    and 429 for "usage limit reached" (Clearbit's 402)."""
+    status = {429: 403, 402: 429}.get(reply.status, reply.status)
+    if reply.status in (200, 201) and reply.body:
+        return reply._replace(body=b'{"data":' + reply.body + b',"meta":{"params":{}}}')
+    if reply.status >= 400 and reply.body:
+        try:
+            error = orjson.loads(reply.body).get("error") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            error = {}
+        body = orjson.dumps({"errors": [{"id": error.get("type", "error"), "code": status,
+                                         "details": error.get("message", "")}]})
+        return reply._replace(status=status, body=body)
+    return reply._replace(status=status)
 
 
 def error_body(kind: str, message: str) -> bytes:
@@ -397,6 +423,8 @@ class Behaviour:
         scheme, verdict = self._auth(headers)
         self.max_in_window = max(self.max_in_window, self._arrivals.add(now))
         reply = self._decide(method, path, email, verdict, now)
+        if self.settings.flavor == "hunter" and reply.status:
+            reply = hunter_reply(reply)
         rate_headers = self._rate_headers(now, wall)
         if rate_headers:
             reply = reply._replace(headers={**reply.headers, **rate_headers})
@@ -754,11 +782,13 @@ class ClearbitServer:
                  latency_ms: float = 0.0, rate_limit_per_minute: int = 0,
                  retry_after: bool = False, quota_exhausted: bool = False,
                  outage: OutageMode = "off", outage_status: int = 503,
-                 log_size: int = DEFAULT_LOG_SIZE, rules: Mapping[str, Rule] | None = None) -> None:
+                 log_size: int = DEFAULT_LOG_SIZE, rules: Mapping[str, Rule] | None = None,
+                 flavor: str = "clearbit") -> None:
         self.settings = ServerSettings(
             key=key, latency_ms=latency_ms, rate_limit_per_minute=rate_limit_per_minute,
             retry_after=retry_after, quota_exhausted=quota_exhausted, outage=outage,
-            outage_status=outage_status, log_size=log_size, rules=dict(rules or {}))
+            outage_status=outage_status, log_size=log_size, rules=dict(rules or {}),
+            flavor=flavor)
         self._host, self._port = host, port
         self._service: ClearbitService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -900,6 +930,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="start in this outage mode")
     parser.add_argument("--outage-status", type=int, default=503,
                         help="the status of --outage status")
+    parser.add_argument("--flavor", choices=FLAVORS, default="clearbit",
+                        help="answer as Clearbit, or as Hunter's combined endpoint does")
     parser.add_argument("--log-size", type=int, default=DEFAULT_LOG_SIZE,
                         help="request-log entries kept (counts are kept for all)")
     parser.add_argument("--rule", action="append", default=[], metavar="JSON", type=_rule_arg,
@@ -911,7 +943,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             key=args.key, latency_ms=args.latency_ms,
             rate_limit_per_minute=args.rate_limit_per_minute, retry_after=args.retry_after,
             quota_exhausted=args.quota_exhausted, outage=args.outage,
-            outage_status=args.outage_status, log_size=args.log_size, rules=dict(args.rule))
+            outage_status=args.outage_status, log_size=args.log_size, rules=dict(args.rule),
+            flavor=args.flavor)
     except ValueError as error:
         parser.error(str(error))
     return args

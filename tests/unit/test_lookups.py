@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -154,7 +155,7 @@ def test_client_side_rate_limit_spaces_requests() -> None:
     provider = FakeProvider(lambda e, n: NotFound())
     emails = [f"u{i}@example.com" for i in range(6)]
     run_pool(provider, emails, workers=6, rate_limit_per_minute=1200.0)  # one per 50 ms
-    gaps = [b - a for a, b in zip(provider.times, provider.times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(provider.times)]
     assert min(gaps) >= 0.045
 
 
