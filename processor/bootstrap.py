@@ -18,7 +18,8 @@ from processor.core.backoff import Backoff
 from processor.core.cache import TTLCache
 from processor.core.clock import Clock
 from processor.lookups import LookupPolicy, LookupPool
-from processor.pipeline import CachedValue, Pipeline, Topics
+from processor.memory import LookupMemory, Remembered
+from processor.pipeline import Pipeline, Topics
 from processor.ports import Provider
 from processor.settings import Delivery, ProviderName, Settings, kafka_overrides
 from processor.stage import Stage, StageOptions
@@ -98,10 +99,12 @@ class Assembly:
 def preflight(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
     """The cluster answers and the three topics exist (raises with what to fix)."""
     admin_config, _ = kafka_config(settings, "admin", environ)
-    verify_topics(admin_config, {"PROCESSOR_INPUT_TOPIC": settings.input_topic,
-                                 "PROCESSOR_OUTPUT_TOPIC": settings.output_topic,
-                                 "PROCESSOR_DLQ_TOPIC": settings.dlq_topic},
-                  settings.startup_timeout)
+    topics = {"PROCESSOR_INPUT_TOPIC": settings.input_topic,
+              "PROCESSOR_OUTPUT_TOPIC": settings.output_topic,
+              "PROCESSOR_DLQ_TOPIC": settings.dlq_topic}
+    if settings.cache_topic:
+        topics["PROCESSOR_CACHE_TOPIC"] = settings.cache_topic
+    verify_topics(admin_config, topics, settings.startup_timeout)
 
 
 def assemble(settings: Settings, clock: Clock | None = None,
@@ -130,12 +133,22 @@ def assemble(settings: Settings, clock: Clock | None = None,
         queued_deadline=settings.queued_deadline,
     )
     lookups = LookupPool(provider_factory(settings, clock), policy, clock, sensor)
-    cache: TTLCache[CachedValue] = TTLCache(settings.cache_max_entries, clock)
+    codec = JsonCodec()
+    shared = None
+    if settings.cache_topic:
+        from processor.adapters.cache_log import KafkaCacheLog  # noqa: PLC0415 - optional
+
+        plain_producer = {k: v for k, v in producer_config.items()
+                          if not k.startswith("transaction")}
+        shared = KafkaCacheLog(settings.cache_topic, consumer_config, plain_producer,
+                               timeout=settings.startup_timeout)
+    memory = LookupMemory(cache=TTLCache[Remembered](settings.cache_max_entries, clock),
+                          codec=codec, clock=clock, found_ttl=settings.cache_ttl,
+                          not_found_ttl=settings.not_found_ttl, shared=shared)
     pipeline = Pipeline(
         topics=Topics(settings.input_topic, settings.output_topic, settings.dlq_topic),
-        codec=JsonCodec(), sink=sink, submit=lookups.submit, sensor=sensor, clock=clock,
-        cache=cache, found_ttl=settings.cache_ttl, not_found_ttl=settings.not_found_ttl,
-        transactional=exactly_once,
+        codec=codec, sink=sink, submit=lookups.submit, sensor=sensor, clock=clock,
+        memory=memory, transactional=exactly_once,
     )
     lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval)
     options = StageOptions(
@@ -144,7 +157,8 @@ def assemble(settings: Settings, clock: Clock | None = None,
         shutdown_timeout=settings.shutdown_timeout, transactional=exactly_once,
     )
     stage = Stage(options=options, source=source, sink=sink, pipeline=pipeline,
-                  lookups=lookups, sensor=sensor, clock=clock, on_assignment=lag.owned)
+                  lookups=lookups, memory=memory, sensor=sensor, clock=clock,
+                  on_assignment=lag.owned)
     metrics = (MetricsServer(sensor, settings.metrics_host, settings.metrics_port)
                if settings.metrics_port else None)
     return Assembly(stage=stage, sensor=sensor, metrics=metrics, lag=lag)

@@ -43,6 +43,11 @@ def flag_fields() -> list[str]:
     return [f for f, info in Settings.model_fields.items() if info.annotation is not SecretStr]
 
 
+def secret_variables() -> list[str]:
+    return [env_name(f) for f, info in Settings.model_fields.items()
+            if info.annotation is SecretStr]
+
+
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
     for field in flag_fields():
         info = Settings.model_fields[field]
@@ -68,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "to its environment variable. Any librdkafka property can be passed as "
                     "PROCESSOR_KAFKA_<PROPERTY> (all clients), PROCESSOR_KAFKA_CONSUMER_<...> "
                     "or PROCESSOR_KAFKA_PRODUCER_<...>: underscores become dots, e.g. "
-                    "PROCESSOR_KAFKA_SECURITY_PROTOCOL=SASL_SSL. API keys are read from the "
-                    "environment only (CLEARBIT_API_KEY, HUNTER_API_KEY), never from flags.",
+                    "PROCESSOR_KAFKA_SECURITY_PROTOCOL=SASL_SSL. Secrets are read from the "
+                    f"environment only, never from flags: {', '.join(secret_variables())}.",
     )
     _add_settings_options(run)
     run.set_defaults(handler=_run)

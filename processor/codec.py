@@ -23,5 +23,10 @@ class JsonCodec:
             raise NotAnObjectError(f"value is JSON but not an object ({type(event).__name__})")
         return event
 
+    def prepare(self, traits: dict[str, Any]) -> orjson.Fragment:
+        # Serialised once per email; each event then splices the bytes in as they are
+        # (measured: 0.5 us per event instead of 5.5 us for 100 traits).
+        return orjson.Fragment(orjson.dumps(traits))
+
     def encode(self, event: dict[str, Any], topic: str) -> bytes:
         return orjson.dumps(event)

@@ -35,7 +35,7 @@ from processor.core.errors import (
     TransientProviderError,
 )
 from processor.core.ratelimit import RateLimiter
-from processor.pipeline import LookupResult
+from processor.memory import LookupResult
 from processor.ports import Found, NotFound, Provider, Queued, Rejected, Sensor
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NamedTuple
 
-from processor.core import mapping
-from processor.core.cache import TTLCache
 from processor.core.clock import Clock
 from processor.core.errors import DeliveryError, FatalError, ProviderRejectedError, RecordError
 from processor.core.events import (
@@ -39,14 +37,20 @@ from processor.core.outcomes import Outcome, SkipReason
 from processor.core.records import Headers, SourceRecord, coordinates, header_list
 from processor.core.redact import redact
 from processor.core.sequencer import KeySequencer, Ticket
-from processor.ports import Codec, Found, NotFound, Rejected, Sensor, Sink
+from processor.memory import (
+    Absent,
+    Enriched,
+    LookupMemory,
+    LookupResult,
+    Rejection,
+    Remembered,
+)
+from processor.ports import Codec, Sensor, Sink
 
 ERROR_HEADER_PREFIX = "__connect.errors."
 REASON_HEADER = "__enrichment.errors.reason"
 FAILED_AT_HEADER = "__enrichment.errors.timestamp"
 
-# What a lookup can come back with, after the lookup pool's retries.
-LookupResult = Found | NotFound | Rejected | RecordError | FatalError
 
 
 class Topics(NamedTuple):
@@ -55,12 +59,6 @@ class Topics(NamedTuple):
     dead_letter: str
 
 
-class _Rejection(NamedTuple):
-    message: str
-
-
-_NOT_FOUND = "not_found"  # cached value for "no record"
-CachedValue = dict[str, Any] | str | _Rejection
 Output = tuple[str, bytes | None, bytes | None, Headers | None]
 
 
@@ -78,7 +76,7 @@ class _Waiting:
         self.request = request
         self.key = key
         self.ticket = ticket
-        self.result: CachedValue | RecordError | FatalError | None = None
+        self.result: Remembered | RecordError | FatalError | None = None
         self.abandoned = False
 
 
@@ -98,9 +96,7 @@ class Pipeline:
         submit: Callable[[list[str]], None],
         sensor: Sensor,
         clock: Clock,
-        cache: TTLCache[CachedValue],
-        found_ttl: float,
-        not_found_ttl: float,
+        memory: LookupMemory,
         transactional: bool = False,
     ) -> None:
         self._topics = topics
@@ -109,9 +105,7 @@ class Pipeline:
         self._submit = submit
         self._sensor = sensor
         self._clock = clock
-        self._cache = cache
-        self._found_ttl = found_ttl
-        self._not_found_ttl = not_found_ttl
+        self._memory = memory
         self._transactional = transactional
         self._ledger = OffsetLedger()
         self._sequencer: KeySequencer[Slot] = KeySequencer()
@@ -147,7 +141,7 @@ class Pipeline:
                 self._skip(slot, decision)
                 continue
             key = output_key(record.key(), decision)
-            cached = self._cache.get(decision.email)
+            cached = self._memory.get(decision.email)
             ordered_key = (tp, key)
             if cached is not None:
                 hits += 1
@@ -179,7 +173,7 @@ class Pipeline:
             return
         self._tick()
         for email, result in completed:
-            value = self._remember(email, result)
+            value = self._memory.remember(email, result)
             for slot in self._waiting.pop(email, ()):
                 waiting = slot.payload
                 if isinstance(waiting, _Waiting) and not waiting.abandoned:
@@ -192,26 +186,8 @@ class Pipeline:
 
     # --- results ----------------------------------------------------------------
 
-    def _remember(
-        self, email: str, result: LookupResult
-    ) -> CachedValue | RecordError | FatalError:
-        if isinstance(result, Found):
-            traits = mapping.to_traits(result.person, result.company)
-            if traits:
-                self._cache.put(email, traits, self._found_ttl)
-                return traits
-            result = NotFound()
-        if isinstance(result, NotFound):
-            self._cache.put(email, _NOT_FOUND, self._not_found_ttl)
-            return _NOT_FOUND
-        if isinstance(result, Rejected):
-            rejection = _Rejection(redact(result.message))
-            self._cache.put(email, rejection, self._not_found_ttl)
-            return rejection
-        return result
-
     def _settle(
-        self, slot: Slot, waiting: _Waiting, result: CachedValue | RecordError | FatalError
+        self, slot: Slot, waiting: _Waiting, result: Remembered | RecordError | FatalError
     ) -> None:
         """A waiting record's result is known; emit it and whatever it held back."""
         waiting.result = result
@@ -229,17 +205,17 @@ class Pipeline:
         record: SourceRecord,
         request: LookupRequest,
         key: bytes | None,
-        result: CachedValue | RecordError | FatalError,
+        result: Remembered | RecordError | FatalError,
     ) -> None:
-        if isinstance(result, dict):
+        if isinstance(result, Enriched):
             message_id = output_message_id(request.message_id, coordinates(record))
-            event = enriched_event(request, result, message_id, self._now_iso)
+            event = enriched_event(request, result.traits, message_id, self._now_iso)
             value = self._codec.encode(event, self._topics.output)
             self._counts[(Outcome.ENRICHED, "")] += 1
             self._emit(slot, record, (self._topics.output, key, value, None))
-        elif isinstance(result, str):
+        elif isinstance(result, Absent):
             self._skip(slot, SkipReason.NOT_FOUND)
-        elif isinstance(result, _Rejection):
+        elif isinstance(result, Rejection):
             error = ProviderRejectedError(f"provider answered 422: {result.message}", record)
             self._dead_letter(slot, record, error)
         elif isinstance(result, RecordError):

@@ -7,7 +7,7 @@ The pipeline and the lookup pool import only these Protocols, never
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from processor.core.offsets import TopicPartition
@@ -121,7 +121,37 @@ class Codec(Protocol):
     def decode(self, record: SourceRecord) -> dict[str, Any]:
         """Raises ``DecodeError`` (or a subclass) for bytes that are not an event."""
 
-    def encode(self, event: dict[str, Any], topic: str) -> bytes: ...
+    def prepare(self, traits: dict[str, Any]) -> Any:
+        """Traits (email included) in the form ``encode`` takes fastest. Done once per
+        email and cached, so every later event of that email skips re-encoding them."""
+
+    def encode(self, event: dict[str, Any], topic: str) -> bytes:
+        """``event["traits"]`` is a value returned by ``prepare``."""
+
+
+class CacheEntry(NamedTuple):
+    """One remembered lookup, as shared between replicas and restarts."""
+
+    key: str  # a hash of the normalised email, never the email itself
+    kind: str  # "found", "not_found" or "rejected"
+    traits: dict[str, Any] | None  # found: the traits, email included
+    message: str | None  # rejected: why
+    expires_at: float  # wall clock, seconds since the epoch
+
+
+class SharedCache(Protocol):
+    """A lookup cache that outlives the process and is shared by the group's replicas."""
+
+    def load(self) -> Iterable[CacheEntry]:
+        """Everything remembered so far (called once, before consuming)."""
+
+    def publish(self, entry: CacheEntry) -> None:
+        """Remember a new lookup (fire and forget: losing one only costs a lookup)."""
+
+    def updates(self) -> list[CacheEntry]:
+        """Entries other replicas published since the last call."""
+
+    def close(self) -> None: ...
 
 
 # --- observation ---------------------------------------------------------------

@@ -158,8 +158,11 @@ class Settings(BaseSettings):
                                "how long a found record is reused without a new lookup")
     not_found_ttl: Duration = _env("PROCESSOR_NOT_FOUND_TTL", "1d",
                                    "how long a 404 (or 422) is remembered")
-    cache_max_entries: int = _env("PROCESSOR_CACHE_MAX_ENTRIES", 100_000,
+    cache_max_entries: int = _env("PROCESSOR_CACHE_MAX_ENTRIES", 50_000,
                                   "emails kept in the cache at most (0: no cache)", ge=0)
+    cache_topic: str = _env("PROCESSOR_CACHE_TOPIC", "",
+                            "compacted topic that keeps the cache across restarts and "
+                            "shares it between replicas ('': off)")
 
     # --- operations -------------------------------------------------------------------
     metrics_port: int = _env("PROCESSOR_METRICS_PORT", 9108,
@@ -175,6 +178,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
+        if self.cache_topic:
+            _topic(self.cache_topic)
+            if self.cache_topic in (self.input_topic, self.output_topic, self.dlq_topic):
+                raise ValueError("PROCESSOR_CACHE_TOPIC must be a topic of its own")
         if self.dlq_topic in (self.input_topic, self.output_topic):
             raise ValueError("PROCESSOR_DLQ_TOPIC must differ from the input and output "
                              "topics (dead letters would be read back forever)")

@@ -31,6 +31,7 @@ from processor.core.clock import Clock
 from processor.core.errors import DeliveryError, FatalError
 from processor.core.offsets import TopicPartition
 from processor.lookups import LookupPool
+from processor.memory import LookupMemory
 from processor.pipeline import Pipeline
 from processor.ports import Sensor, Source, TransactionalSink
 
@@ -64,6 +65,7 @@ class Stage:
         sink: TransactionalSink,
         pipeline: Pipeline,
         lookups: LookupPool,
+        memory: LookupMemory,
         sensor: Sensor,
         clock: Clock,
         on_assignment: Callable[[list[TopicPartition]], None] = lambda _tps: None,
@@ -73,6 +75,7 @@ class Stage:
         self._sink = sink
         self._pipeline = pipeline
         self._lookups = lookups
+        self._memory = memory
         self._sensor = sensor
         self._clock = clock
         self._on_assignment = on_assignment
@@ -101,6 +104,9 @@ class Stage:
 
     def run(self) -> None:
         """Run until stopped; raises ``FatalError`` when the stage cannot go on."""
+        loaded = self._memory.load()
+        if loaded:
+            log.info("cache: %d remembered lookups loaded from the shared cache", loaded)
         self._lookups.start()
         self._source.subscribe(self._options.input_topic, self._assigned, self._revoked,
                                self._lost)
@@ -125,6 +131,7 @@ class Stage:
         records = self._source.poll(self._options.max_batch, timeout)
         pipeline.handle(records)
         pipeline.on_lookups(self._lookups.take_completed())
+        self._memory.refresh()
         self._settle()
         self._hold_back()
 
@@ -250,6 +257,7 @@ class Stage:
 
     def _close(self) -> None:
         self._lookups.stop()
+        self._memory.close()
         for name, client in (("consumer", self._source), ("producer", self._sink)):
             try:
                 client.close()

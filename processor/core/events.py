@@ -127,15 +127,23 @@ def output_key(record_key: bytes | None, request: LookupRequest) -> bytes | None
     return identity.encode() if identity else None
 
 
+def output_traits(email: str, clearbit_traits: dict[str, Any]) -> dict[str, Any]:
+    """The traits of the output: the email that was looked up, then the clearbit_ ones."""
+    return {"email": email, **clearbit_traits}
+
+
 def enriched_event(
-    request: LookupRequest, traits: dict[str, Any], message_id: str, timestamp: str
+    request: LookupRequest, traits: Any, message_id: str, timestamp: str
 ) -> dict[str, Any]:
-    """The new Identify event that carries the provider's data."""
+    """The new Identify event that carries the provider's data.
+
+    ``traits`` is ``output_traits(...)`` as the codec prepared it (see ``Codec.prepare``).
+    """
     event: dict[str, Any] = {"type": "identify", "messageId": message_id, "timestamp": timestamp}
     if request.user_id is not None:
         event["userId"] = request.user_id
     if request.anonymous_id is not None:
         event["anonymousId"] = request.anonymous_id
-    event["traits"] = {"email": request.email, **traits}
+    event["traits"] = traits
     event["integrations"] = OUTPUT_INTEGRATIONS
     return event

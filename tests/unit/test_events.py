@@ -23,6 +23,7 @@ from processor.core.events import (
     enriched_event,
     output_key,
     output_message_id,
+    output_traits,
 )
 from processor.core.outcomes import SkipReason
 from tests.fakes import identify
@@ -167,8 +168,8 @@ def test_output_key_falls_back_to_identity() -> None:
 
 def test_enriched_event_shape() -> None:
     request = LookupRequest("ada@example.com", "user-1", "anon-1", "msg-1")
-    event = enriched_event(request, {"clearbit_person_id": "p1"}, "clearbit-x",
-                           "2026-11-23T10:00:00.000Z")
+    traits = output_traits(request.email, {"clearbit_person_id": "p1"})
+    event = enriched_event(request, traits, "clearbit-x", "2026-11-23T10:00:00.000Z")
     assert event == {
         "type": "identify",
         "messageId": "clearbit-x",

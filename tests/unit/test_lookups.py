@@ -21,7 +21,7 @@ from processor.core.errors import (
     TransientProviderError,
 )
 from processor.lookups import LookupPolicy, LookupPool
-from processor.pipeline import LookupResult
+from processor.memory import LookupResult
 from processor.ports import Answer, Found, NotFound, Queued
 from tests.fakes import RecordingSensor
 

@@ -10,7 +10,8 @@ import pytest
 from processor.codec import JsonCodec
 from processor.core.cache import TTLCache
 from processor.core.errors import ProviderAuthError, RetriesExhaustedError
-from processor.pipeline import CachedValue, LookupResult, Pipeline, Topics
+from processor.memory import LookupMemory, LookupResult, Remembered
+from processor.pipeline import Pipeline, Topics
 from processor.ports import Found, NotFound, Rejected
 from tests.fakes import FakeClock, FakeSink, RecordingSensor, identify, record
 
@@ -28,8 +29,10 @@ class Harness:
         self.pipeline = Pipeline(
             topics=TOPICS, codec=JsonCodec(), sink=self.sink, submit=self.submitted.extend,
             sensor=self.sensor, clock=self.clock,
-            cache=TTLCache[CachedValue](max_entries, self.clock),
-            found_ttl=3600, not_found_ttl=60, transactional=transactional,
+            memory=LookupMemory(cache=TTLCache[Remembered](max_entries, self.clock),
+                                codec=JsonCodec(), clock=self.clock, found_ttl=3600,
+                                not_found_ttl=60),
+            transactional=transactional,
         )
 
     def feed(self, *records: Any) -> None:
