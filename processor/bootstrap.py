@@ -79,10 +79,12 @@ def provider_factory(settings: Settings, clock: Clock) -> Callable[[], Provider]
 
             return HunterProvider(base_url=settings.hunter_base_url, api_key=settings.api_key,
                                   timeout=settings.request_timeout,
-                                  max_connections=settings.max_in_flight, clock=clock)
+                                  max_connections=settings.max_in_flight, clock=clock,
+                                  client=settings.http_client)
         return ClearbitProvider(base_url=settings.clearbit_base_url, api_key=settings.api_key,
                                 timeout=settings.request_timeout,
-                                max_connections=settings.max_in_flight, clock=clock)
+                                max_connections=settings.max_in_flight, clock=clock,
+                                client=settings.http_client)
     return build
 
 

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     hunter_rate_limit_per_minute: int = _env("HUNTER_RATE_LIMIT_PER_MINUTE", 500,
                                              "hunter only: requests per minute at most "
                                              "(Hunter's documented limit)", ge=0)
+    http_client: str = _env("PROCESSOR_HTTP_CLIENT", "aiohttp",
+                            "HTTP client for lookups: aiohttp, or httpx (slower: see README)",
+                            pattern="^(aiohttp|httpx)$")
     request_timeout: Duration = _env("PROCESSOR_REQUEST_TIMEOUT", "10s",
                                      "timeout of one provider request", gt=0)
     rate_limit_per_minute: int = _env("CLEARBIT_RATE_LIMIT_PER_MINUTE", 600,

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from processor.bootstrap import Assembly, assemble, preflight
 from processor.settings import Settings, load
@@ -99,8 +106,10 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, Any]
 
 
 def read(bootstrap: str, topics: list[str], *, until: Callable[[list[Message]], bool],
-         timeout: float = 60.0, read_committed: bool = True) -> list[Message]:
-    """Read ``topics`` from the beginning until ``until(messages)`` holds or time runs out."""
+         timeout: float = 60.0, read_committed: bool = True,
+         settle: float = 0.0) -> list[Message]:
+    """Read ``topics`` from the beginning until ``until(messages)`` holds or time runs out,
+    then ``settle`` seconds more (so that extra records, duplicates say, show up too)."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4()}",
         "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -111,6 +120,9 @@ def read(bootstrap: str, topics: list[str], *, until: Callable[[list[Message]], 
     deadline = time.monotonic() + timeout
     try:
         while not until(messages) and time.monotonic() < deadline:
+            messages.extend(m for m in consumer.consume(500, 0.2) if m.error() is None)
+        settled = time.monotonic() + settle
+        while time.monotonic() < settled:
             messages.extend(m for m in consumer.consume(500, 0.2) if m.error() is None)
     finally:
         consumer.close()
@@ -163,3 +175,37 @@ def sample(sensor: Any, name: str, **labels: str) -> float:
     """The current value of one series in the stage's own registry (0 when absent)."""
     value = sensor.registry.get_sample_value(name, labels or None)
     return float(value or 0.0)
+
+
+def read_all(bootstrap: str, topics: list[str], *, read_committed: bool = True,
+             timeout: float = 120.0) -> list[Message]:
+    """Everything in ``topics`` up to their current end (each partition to its high
+    watermark, or to its last stable offset when reading committed only)."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"auditor-{uuid.uuid4()}",
+        "enable.auto.commit": False, "enable.partition.eof": True,
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+    })
+    messages: list[Message] = []
+    try:
+        todo = set()
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=30)
+            for partition in metadata.topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)
+                if high > low:
+                    todo.add((topic, partition))
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in todo])
+        deadline = time.monotonic() + timeout
+        while todo:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {sorted(todo)} to the end in {timeout}s")
+            for message in consumer.consume(1000, 0.5):
+                error = message.error()
+                if error is None:
+                    messages.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    todo.discard((message.topic(), message.partition()))
+    finally:
+        consumer.close()
+    return messages

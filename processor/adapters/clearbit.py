@@ -1,20 +1,20 @@
-"""Clearbit's Combined API (``/v2/combined/find``) over httpx, as a ``Provider``.
+"""Clearbit's Combined API (``/v2/combined/find``) as a ``Provider``.
 
 Every status code is translated here into a provider answer or a
-``processor.core.errors`` type; nothing above this module sees httpx. Error
-texts never carry the request URL (it holds the email) nor the key.
+``processor.core.errors`` type; the HTTP client itself sits behind
+``processor.adapters.http``. Error texts never carry the request URL (it holds
+the email) nor the key.
 """
 
 from __future__ import annotations
 
 import email.utils
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import orjson
 
+from processor.adapters.http import TRANSPORTS, HttpAnswer, HttpTransport
 from processor.core.clock import Clock
 from processor.core.errors import (
     ProviderAuthError,
@@ -82,48 +82,31 @@ class ClearbitProvider:
 
     def __init__(self, *, base_url: str, api_key: str, timeout: float, max_connections: int,
                  clock: Clock, extra_params: Mapping[str, str] | None = None,
-                 path: str = COMBINED_PATH, auth_header: tuple[str, str] | None = None) -> None:
-        # httpx logs every request URL at INFO, and the URL carries the email: whatever
-        # logging the host application set up, those lines must not be emitted.
-        for name in ("httpx", "httpcore"):
-            logger = logging.getLogger(name)
-            logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+                 path: str = COMBINED_PATH, auth_header: tuple[str, str] | None = None,
+                 client: str = "aiohttp") -> None:
         self._clock = clock
         self._path = path
         self._params = dict(extra_params or {})
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         name, value = auth_header or ("Authorization", f"Bearer {api_key}")
         headers[name] = value
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
-        )
+        self._http: HttpTransport = TRANSPORTS[client](base_url, headers, timeout,
+                                                       max_connections)
 
     async def find(self, email: str) -> Answer:
-        try:
-            response = await self._client.get(self._path, params={**self._params, "email": email})
-        except httpx.TimeoutException:
-            raise TransientProviderError("provider timed out", status="timeout") from None
-        except httpx.TransportError as error:
-            raise TransientProviderError(
-                f"could not reach the provider ({type(error).__name__})",
-                status="connection_error") from None
-        return self._answer(response)
+        return self._answer(await self._http.get(self._path, {**self._params, "email": email}))
 
-    def _answer(self, response: httpx.Response) -> Answer:
-        status = response.status_code
+    def _answer(self, response: HttpAnswer) -> Answer:
+        status = response.status
         if status in (200, 201):
-            return self._found(response.content)
+            return self._found(response.body)
         if status == 202:
             return Queued()
         if status == 404:
             return NotFound()
         if status in (401, 403):
             raise ProviderAuthError(
-                f"{self.name} refused the API key ({status} {error_text(response.content)}); "
+                f"{self.name} refused the API key ({status} {error_text(response.body)}); "
                 "check the key variable: enrichment needs the secret key")
         if status == 402:
             raise QuotaExhaustedError(f"{self.name} quota exhausted (402)")
@@ -133,7 +116,7 @@ class ClearbitProvider:
         if status >= 500 or status == 408:
             raise TransientProviderError(f"{self.name} answered {status}", status=str(status))
         # 422 and any other 4xx: the provider will not take this email, whatever we retry.
-        detail = error_text(response.content)
+        detail = error_text(response.body)
         return Rejected(f"{status} {detail}".strip())
 
     def _found(self, body: bytes) -> Answer:
@@ -155,5 +138,4 @@ class ClearbitProvider:
         return parsed
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
+        await self._http.aclose()

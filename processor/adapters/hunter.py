@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from processor.adapters.clearbit import ClearbitProvider, error_text, retry_at
+from processor.adapters.http import HttpAnswer
 from processor.core.clock import Clock
 from processor.core.errors import (
     ProviderAuthError,
@@ -38,17 +37,17 @@ class HunterProvider(ClearbitProvider):
     name = "hunter"
 
     def __init__(self, *, base_url: str, api_key: str, timeout: float, max_connections: int,
-                 clock: Clock) -> None:
+                 clock: Clock, client: str = "aiohttp") -> None:
         super().__init__(base_url=base_url, api_key=api_key, timeout=timeout,
                          max_connections=max_connections, clock=clock,
                          extra_params={"clearbit_format": "true"},
-                         auth_header=("X-API-KEY", api_key))
+                         auth_header=("X-API-KEY", api_key), client=client)
 
-    def _answer(self, response: httpx.Response) -> Answer:
-        status = response.status_code
+    def _answer(self, response: HttpAnswer) -> Answer:
+        status = response.status
         if status == 401:
             raise ProviderAuthError(
-                f"hunter refused the API key ({status} {error_text(response.content)}); "
+                f"hunter refused the API key ({status} {error_text(response.body)}); "
                 "check HUNTER_API_KEY")
         if status == 403:
             # No documented Retry-After or reset header: honour them if sent, else back off.
