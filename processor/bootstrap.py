@@ -22,6 +22,7 @@ from processor.memory import LookupMemory, Remembered
 from processor.pipeline import Pipeline, Topics
 from processor.ports import Provider
 from processor.settings import Delivery, ProviderName, Settings, kafka_overrides
+from processor.signals import StopRequest
 from processor.stage import Stage, StageOptions
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ def preflight(settings: Settings, environ: Mapping[str, str] | None = None) -> N
 
 
 def assemble(settings: Settings, clock: Clock | None = None,
-             environ: Mapping[str, str] | None = None) -> Assembly:
+             environ: Mapping[str, str] | None = None,
+             stop: StopRequest | None = None) -> Assembly:
     clock = clock or SystemClock()
     sensor = PrometheusSensor()
     exactly_once = settings.delivery is Delivery.EXACTLY_ONCE
@@ -160,7 +162,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
     )
     stage = Stage(options=options, source=source, sink=sink, pipeline=pipeline,
                   lookups=lookups, memory=memory, sensor=sensor, clock=clock,
-                  on_assignment=lag.owned)
+                  on_assignment=lag.owned, stop=stop)
     metrics = (MetricsServer(sensor, settings.metrics_host, settings.metrics_port)
                if settings.metrics_port else None)
     return Assembly(stage=stage, sensor=sensor, metrics=metrics, lag=lag)

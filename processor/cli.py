@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from processor import __version__
 from processor.core.errors import ConfigError, FatalError
 from processor.settings import Settings, env_name, load
+from processor.signals import StopRequest
 
 log = logging.getLogger("processor")
 
@@ -91,6 +92,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    stop: StopRequest = args.stop
     settings = load(overrides(args))
     settings.check_api_key()
     from processor.adapters import logs  # noqa: PLC0415
@@ -98,8 +100,10 @@ def _run(args: argparse.Namespace) -> int:
 
     logs.configure(settings.log_level, settings.log_format)
     preflight(settings)
-    assembly = assemble(settings)
-    assembly.stage.install_signal_handlers()
+    if stop.event.is_set():
+        log.info("stopped before starting")
+        return 0
+    assembly = assemble(settings, stop=stop)
     if assembly.metrics:
         assembly.metrics.start()
     assembly.lag.start()
@@ -117,9 +121,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:
+    if stop is None:
+        stop = StopRequest()
+        stop.install()  # before anything starts: a SIGTERM while starting is a clean stop
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.stop = stop
     try:
         code: int = args.handler(args)
     except ConfigError as error:

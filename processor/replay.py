@@ -81,9 +81,12 @@ def _replay(args: argparse.Namespace) -> int:
     group = args.replay_group or f"{settings.group_id}-dlq-replay"
     if args.since and args.until and args.since >= args.until:
         raise ConfigError("--since must be before --until")
-    result = Replayer(settings, group).run(
-        ReplayFilter(frozenset(args.reason), args.since, args.until),
-        from_beginning=args.from_beginning, dry_run=args.dry_run)
+    replayer = Replayer(settings, group)
+    try:
+        result = replayer.run(ReplayFilter(frozenset(args.reason), args.since, args.until),
+                              from_beginning=args.from_beginning, dry_run=args.dry_run)
+    finally:
+        replayer.close()
     verb = "would move" if args.dry_run else "moved"
     print(f"replay-dlq: {verb} {result.moved} dead letter(s) from {settings.dlq_topic} to "
           f"{settings.input_topic}; passed over {result.passed_over} "

@@ -20,12 +20,9 @@ delivery that cannot be confirmed) stops without committing anything past it.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from types import FrameType
 
 from processor.core.clock import Clock
 from processor.core.errors import DeliveryError, FatalError
@@ -34,6 +31,7 @@ from processor.lookups import LookupPool
 from processor.memory import LookupMemory
 from processor.pipeline import Pipeline
 from processor.ports import Sensor, Source, TransactionalSink
+from processor.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +67,7 @@ class Stage:
         sensor: Sensor,
         clock: Clock,
         on_assignment: Callable[[list[TopicPartition]], None] = lambda _tps: None,
+        stop: StopRequest | None = None,
     ) -> None:
         self._options = options
         self._source = source
@@ -79,8 +78,8 @@ class Stage:
         self._sensor = sensor
         self._clock = clock
         self._on_assignment = on_assignment
-        self._stop = threading.Event()
-        self._abort = False
+        self._stop_request = stop or StopRequest()
+        self._stop = self._stop_request.event
         self._last_commit = clock.monotonic()
         self.state = Lifecycle.STARTING
 
@@ -88,17 +87,7 @@ class Stage:
 
     def request_stop(self) -> None:
         """Begin a graceful stop (safe from signal handlers and other threads)."""
-        if self._stop.is_set():
-            self._abort = True
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s: stopping", signal.Signals(signum).name)
-            self.request_stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        self._stop_request.request()
 
     # --- the loop ------------------------------------------------------------------
 
@@ -195,6 +184,9 @@ class Stage:
         positions = self._pipeline.positions()
         if tps is not None:
             positions = {tp: o for tp, o in positions.items() if tp in tps}
+        # Stored first: librdkafka's own auto-commit (on close, for one) commits the
+        # stored offsets, and stale ones would move the group back behind this commit.
+        self._source.store(positions)
         ok = self._source.commit(positions)
         self._sensor.committed(ok=ok, wall_time=self._clock.time())
 
@@ -206,8 +198,14 @@ class Stage:
         self._sensor.state(alive=True, ready=True)
 
     def _revoked(self, tps: list[TopicPartition]) -> None:
-        log.info("revoked %s: finishing their in-flight records", _names(tps))
-        self._finish_partitions(tps, self._options.shutdown_timeout)
+        # While stopping, the drain has already spent the shutdown budget: closing the
+        # consumer revokes everything again, and waiting a second time would both break
+        # the promised shutdown time and outlive the group session (librdkafka stops
+        # heartbeating while it closes), so the commit below would be refused.
+        stopping = self.state is not Lifecycle.RUNNING
+        log.info("revoked %s%s", _names(tps),
+                 "" if stopping else ": finishing their in-flight records")
+        self._finish_partitions(tps, 0.0 if stopping else self._options.shutdown_timeout)
         self._commit_now(tps)
         self._pipeline.drop(tps)
         remaining = [tp for tp in self._source.assignment() if tp not in tps]
@@ -224,7 +222,7 @@ class Stage:
         deadline = self._clock.monotonic() + timeout
         pipeline = self._pipeline
         while (pipeline.unfinished(tps) and self._clock.monotonic() < deadline
-               and not self._abort):
+               and not self._stop_request.urgent):
             pipeline.on_lookups(self._lookups.take_completed())
             self._sink.poll(0.01)
             if pipeline.failure is not None:
@@ -234,10 +232,14 @@ class Stage:
     # --- stopping --------------------------------------------------------------------
 
     def _drain(self, timeout: float) -> None:
+        """Finish, flush and commit within ``timeout`` in all: a quarter of it (at most
+        5 s) is kept for confirming deliveries and committing."""
         log.info("stopping: fetching paused, waiting up to %.0fs for in-flight records", timeout)
+        reserve = min(5.0, timeout / 4)
+        deadline = self._clock.monotonic() + timeout
         self._source.pause()
-        self._finish_partitions(None, timeout)
-        self._sink.flush(max(1.0, timeout / 4))
+        self._finish_partitions(None, max(0.0, timeout - reserve))
+        self._sink.flush(max(0.5, deadline - self._clock.monotonic() - 1.0))
         self._commit_now()
         left = self._pipeline.outstanding()
         if left:

@@ -111,6 +111,7 @@ class Replayer:
 
     def close(self) -> None:
         self._consumer.close()
+        self._producer.flush(30)
 
 
 def _text(value: HeaderValue) -> str:

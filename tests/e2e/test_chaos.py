@@ -98,20 +98,26 @@ def test_kill_9_ten_times_loses_nothing(kafka_bootstrap: str, names: Names,
 def test_sigterm_under_load_exits_zero_and_loses_nothing(
         kafka_bootstrap: str, names: Names, clearbit: ClearbitServer, report: list[str]) -> None:
     items = chaos_inputs(5000 * SCALE)
-    clearbit.set_latency(50)
+    clearbit.set_latency(200)  # 32 in flight: 160 lookups/s, so 2,000 take about 12 s
     env = processor_env(kafka_bootstrap, names, clearbit.url, PROCESSOR_SHUTDOWN_TIMEOUT="20s")
     process = Processor(env)
     produce(kafka_bootstrap, names.input, items)
     process.start()
     time.sleep(5)
+    assert not caught_up(kafka_bootstrap, names.group, names.input, 3)  # work in flight
     started = time.monotonic()
     code = process.terminate(timeout=40)
     took = time.monotonic() - started
     assert code == 0, process.logs()[-3000:]
     assert took < 25  # within PROCESSOR_SHUTDOWN_TIMEOUT, with time to spare
-    process.start()  # a new run finishes the rest
-    result = finish_and_audit(kafka_bootstrap, names, items, process, exactly_once=False)
-    report.append(result.line(f"SIGTERM under load (exit 0 in {took:.1f}s)"))
+    left = not caught_up(kafka_bootstrap, names.group, names.input, 3)
+    if left:  # what the drain could not finish in time is processed by a new run
+        process.start()
+        result = finish_and_audit(kafka_bootstrap, names, items, process, exactly_once=False)
+    else:
+        result = audit(kafka_bootstrap, names, items, read_committed=False)
+    report.append(result.line(f"SIGTERM under load (exit 0 in {took:.1f}s, "
+                              f"{'a restart finished the rest' if left else 'drained all'})"))
     assert result.lost == []
     assert result.duplicated_outputs == 0
     assert result.order_violations == 0

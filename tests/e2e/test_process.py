@@ -110,3 +110,14 @@ def test_unreachable_cluster_is_reported_not_retried_forever(names: Names,
     assert done.returncode == 3
     assert "could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9" in done.stderr
     assert time.monotonic() - started < 30
+
+
+def test_sigterm_while_starting_is_a_clean_stop(kafka_bootstrap: str, names: Names,
+                                                clearbit: ClearbitServer) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "processor", "run"],
+                               env=environment(kafka_bootstrap, names, clearbit.url),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # still importing or connecting
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-2000:]
