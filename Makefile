@@ -6,9 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
+# `make run FORMAT=avro`: the demo in Avro, with a schema registry (json by default).
+FORMAT ?= json
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka run test check lint typecheck unit integration e2e soak bench bench-quick clean
+.PHONY: help install kafka registry run test check lint typecheck unit integration e2e soak bench bench-quick clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,8 +26,11 @@ install: $(STAMP) ## create .venv and install the project with its dev tools
 kafka: $(STAMP) ## fetch Apache Kafka's jars from Maven Central (cached in ~/.cache)
 	$(PY) -m processor.devkit.broker fetch
 
-run: $(STAMP) kafka ## local demo: broker + Clearbit-compatible server + sample events + processor
-	$(PY) -m processor.devkit.demo
+registry: $(STAMP) ## fetch Apicurio Registry, a schema registry with Confluent's API (cached in ~/.cache)
+	$(PY) -m processor.devkit.registry fetch
+
+run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker + Clearbit-compatible server + sample events + processor (FORMAT=avro: in Avro)
+	$(PY) -m processor.devkit.demo --format $(FORMAT)
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check processor tests
@@ -36,13 +41,13 @@ typecheck: $(STAMP) ## mypy --strict on the package
 unit: $(STAMP) ## unit tests only (no broker)
 	$(PY) -m pytest tests/unit
 
-integration: $(STAMP) kafka ## integration tests (real broker)
+integration: $(STAMP) kafka registry ## integration tests (real broker and schema registry)
 	$(PY) -m pytest tests/integration
 
 e2e: $(STAMP) kafka ## whole-process tests: kills, restarts, chaos
 	$(PY) -m pytest tests/e2e
 
-test: $(STAMP) kafka lint typecheck ## lint, types and the whole test suite (what CI runs)
+test: $(STAMP) kafka registry lint typecheck ## lint, types and the whole test suite (what CI runs)
 	$(PY) -m pytest tests
 
 soak: $(STAMP) kafka ## the long chaos run (not part of `make test`)

@@ -20,7 +20,7 @@ from processor.core.clock import Clock
 from processor.lookups import LookupPolicy, LookupPool
 from processor.memory import LookupMemory, Remembered
 from processor.pipeline import Pipeline, Topics
-from processor.ports import Provider
+from processor.ports import Codec, Provider
 from processor.settings import Delivery, ProviderName, Settings, kafka_overrides
 from processor.signals import StopRequest
 from processor.stage import Stage, StageOptions
@@ -114,6 +114,13 @@ def assemble(settings: Settings, clock: Clock | None = None,
              environ: Mapping[str, str] | None = None,
              stop: StopRequest | None = None) -> Assembly:
     clock = clock or SystemClock()
+    # First: with Avro it asks the schema registry, and a refusal must stop the start
+    # before any Kafka client exists.
+    codec: Codec = JsonCodec()
+    if "avro" in (settings.input_format, settings.output_format):
+        from processor.adapters.avro import codec_for  # noqa: PLC0415 - Avro only
+
+        codec = codec_for(settings)
     sensor = PrometheusSensor()
     exactly_once = settings.delivery is Delivery.EXACTLY_ONCE
 
@@ -137,7 +144,6 @@ def assemble(settings: Settings, clock: Clock | None = None,
         queued_deadline=settings.queued_deadline,
     )
     lookups = LookupPool(provider_factory(settings, clock), policy, clock, sensor)
-    codec = JsonCodec()
     shared = None
     if settings.cache_topic:
         from processor.adapters.cache_log import KafkaCacheLog  # noqa: PLC0415 - optional

@@ -30,9 +30,11 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def _default_text(value: Any) -> str:
+def _default_text(value: Any, description: str = "") -> str:
     if isinstance(value, SecretStr):
-        return "required" if not value.get_secret_value() else "set"
+        if value.get_secret_value():
+            return "set"
+        return "required" if "required" in description else "''"
     if hasattr(value, "value"):
         value = value.value
     return "''" if value == "" else str(value)

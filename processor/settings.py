@@ -221,6 +221,48 @@ class Settings(BaseSettings):
     def effective_transactional_id(self) -> str:
         return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
 
+    # --- formats (Avro) -------------------------------------------------------------------
+    input_format: str = _env("PROCESSOR_INPUT_FORMAT", "json",
+                             "format of input values: json, or avro (Confluent wire format, "
+                             "schemas/identify.avsc; needs SCHEMA_REGISTRY_URL)",
+                             pattern="^(json|avro)$")
+    output_format: str = _env("PROCESSOR_OUTPUT_FORMAT", "json",
+                              "format of output values: json, or avro (schemas/identify-enriched"
+                              ".avsc, registered under <output topic>-value)",
+                              pattern="^(json|avro)$")
+    schema_registry_url: str = _env("SCHEMA_REGISTRY_URL", "",
+                                    "schema registry (Confluent REST API) URL[,URL...]; "
+                                    "required for avro")
+    schema_registry_basic_auth_user_info: SecretStr = _env(
+        "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", SecretStr(""),
+        "registry HTTP basic auth as user:password; optional")
+    schema_registry_ca_location: str = _env("SCHEMA_REGISTRY_SSL_CA_LOCATION", "",
+                                            "CA file or folder to trust for an https registry "
+                                            "(default: certifi's bundle)")
+    schema_registry_auto_register: bool = _env("SCHEMA_REGISTRY_AUTO_REGISTER", True,
+                                               "register the output schema at start; false: "
+                                               "it must be registered already")
+
+    @model_validator(mode="after")
+    def _registry_for_avro(self) -> Settings:
+        avro = [name for name, value in (("PROCESSOR_INPUT_FORMAT", self.input_format),
+                                         ("PROCESSOR_OUTPUT_FORMAT", self.output_format))
+                if value == "avro"]
+        if avro and not self.schema_registry_url:
+            verb = "are" if len(avro) > 1 else "is"
+            raise ValueError(f"SCHEMA_REGISTRY_URL is required when {' and '.join(avro)} {verb} "
+                             "avro: set it to the schema registry's URL (Confluent-compatible "
+                             "REST API, e.g. http://registry:8081)")
+        urls = [url.strip() for url in self.schema_registry_url.split(",")]
+        if self.schema_registry_url and not all(
+                re.fullmatch(r"https?://[^\s,/]+(/\S*)?", url) for url in urls):
+            raise ValueError("SCHEMA_REGISTRY_URL must be http(s)://host[:port][/path], or "
+                             "several of them separated by commas")
+        user_info = self.schema_registry_basic_auth_user_info.get_secret_value()
+        if user_info and ":" not in user_info:
+            raise ValueError("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be user:password")
+        return self
+
 
 def env_name(field: str) -> str:
     alias = Settings.model_fields[field].validation_alias

@@ -8,7 +8,11 @@
     │   ├── ProviderAuthError       the provider refused the key (401/403)
     │   └── DeliveryError           an output or dead letter could not be delivered
     ├── RecordError                 one record cannot be processed: it is dead-lettered
-    │   ├── DecodeError             the value is not JSON, or not a JSON object
+    │   ├── DecodeError             the value is not an event: not JSON, not an object, not Avro
+    │   │   ├── NotAnObjectError        valid JSON, but not an object
+    │   │   ├── AvroBadMagicByteError   not the Confluent wire format (magic byte 0, schema id)
+    │   │   ├── AvroUnknownSchemaError  the registry has no Avro schema for the id it names
+    │   │   └── AvroDecodeError         the Avro body does not decode with its writer schema
     │   ├── InvalidFieldError       a field has the wrong type
     │   ├── MissingIdentityError    neither userId nor anonymousId
     │   ├── InvalidEmailError       the email is not a syntactically valid address
@@ -78,7 +82,7 @@ class RecordError(ProcessorError):
 
 
 class DecodeError(RecordError):
-    """The value is not valid JSON, or not a JSON object."""
+    """The value is not an event: not valid JSON, not a JSON object, or not decodable Avro."""
 
     reason = "not_json"
 
@@ -156,3 +160,27 @@ class QuotaExhaustedError(ProviderError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status="402")
+
+
+# --- Avro (Confluent wire format); raised by ``processor.adapters.avro`` --------------
+
+
+class AvroBadMagicByteError(DecodeError):
+    """The value does not start with the Confluent wire format's magic byte 0 and a
+    4-byte schema id (JSON on an Avro topic, for example)."""
+
+    reason = "avro_bad_magic_byte"
+
+
+class AvroUnknownSchemaError(DecodeError):
+    """The schema registry answers that the value's schema id does not exist, or names a
+    schema that is not Avro or cannot be read as an Identify."""
+
+    reason = "avro_unknown_schema"
+
+
+class AvroDecodeError(DecodeError):
+    """The Avro body does not decode with its writer schema: truncated, trailing bytes,
+    invalid UTF-8, or a JSON-text field that is not JSON."""
+
+    reason = "avro_decode_error"

@@ -7,10 +7,17 @@
 3. ``processor run`` as its own process, exactly as in production;
 4. the enriched events and the dead letters that come out, and the counts
    from ``/metrics``; then SIGTERM to the processor and everything stopped.
+
+``--format avro`` (``make run FORMAT=avro``) does the same in Avro: a schema registry
+(``SCHEMA_REGISTRY_URL`` if set, else the local Apicurio Registry from Maven Central's
+jars), the sample events produced in the Confluent wire format, the processor run with
+``PROCESSOR_INPUT_FORMAT=avro`` and ``PROCESSOR_OUTPUT_FORMAT=avro``, and the outputs
+decoded with the schema the registry names.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -19,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -28,6 +35,7 @@ from confluent_kafka import Consumer, Producer
 
 from processor.devkit.broker import LocalKafka, create_topics
 from processor.devkit.clearbit_server import ClearbitServer
+from processor.devkit.registry import LocalRegistry
 from processor.devkit.samples import demo_events
 
 API_KEY = "sk_test_local"
@@ -63,14 +71,66 @@ def kafka() -> Iterator[str]:
         say("Kafka: stopped")
 
 
-def produce(bootstrap: str, topic: str) -> int:
+@contextlib.contextmanager
+def schema_registry(avro: bool) -> Iterator[str | None]:
+    """The registry's URL in Avro mode (``SCHEMA_REGISTRY_URL``, else a local one)."""
+    given = os.environ.get("SCHEMA_REGISTRY_URL")
+    if not avro:
+        yield None
+    elif given:
+        say(f"Schema registry: using SCHEMA_REGISTRY_URL={given}")
+        yield given
+    else:
+        say("Schema registry: starting Apicurio Registry (from Maven Central)...")
+        with LocalRegistry() as registry:
+            say(f"Schema registry: ready at {registry.url} (log: {registry.log_path})")
+            yield registry.url
+        say("Schema registry: stopped")
+
+
+def produce(bootstrap: str, topic: str, registry_url: str | None) -> int:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     events = demo_events()
-    for label, key, value in events:
+    encode: Callable[[dict[str, Any]], bytes] | None = None
+    if registry_url:
+        from processor.adapters.avro import (  # noqa: PLC0415 - Avro only
+            IDENTIFY_SCHEMA,
+            AvroWriter,
+            SchemaRegistry,
+            identify_to_datum,
+        )
+
+        writer = AvroWriter(SchemaRegistry({"url": registry_url}), schema=IDENTIFY_SCHEMA,
+                            to_datum=identify_to_datum)
+        encode = lambda event: writer.encode(event, topic)  # noqa: E731
+    for label, key, json_value in events:
+        value, shown = json_value, label
+        if encode is not None:
+            try:
+                value = encode(orjson.loads(json_value))
+            except orjson.JSONDecodeError:  # the malformed sample: not Avro either
+                shown = "dead letter: the value is not in the Avro wire format"
         producer.produce(topic, value, key)
-        say(f"  → {label}")
+        say(f"  → {shown}")
     producer.flush(30)
     return len(events)
+
+
+def output_decoder(registry_url: str | None) -> Callable[[Any], dict[str, Any]]:
+    """How the demo reads the output topic: JSON, or Avro with the schema the record's id
+    names in the registry (what any consumer would do)."""
+    if registry_url is None:
+        return lambda message: orjson.loads(message.value())
+    from processor.adapters.avro import (  # noqa: PLC0415 - Avro only
+        ENRICHED_SCHEMA,
+        AvroReader,
+        SchemaRegistry,
+        enriched_from_datum,
+    )
+
+    reader = AvroReader(SchemaRegistry({"url": registry_url}), schema=ENRICHED_SCHEMA,
+                        to_event=enriched_from_datum)
+    return reader.decode
 
 
 def collect(bootstrap: str, topics: list[str], expect: int, timeout: float) -> list[Any]:
@@ -89,14 +149,18 @@ def collect(bootstrap: str, topics: list[str], expect: int, timeout: float) -> l
     return found
 
 
-def show(messages: list[Any], output: str) -> None:
+def show(messages: list[Any], output: str, decode: Callable[[Any], dict[str, Any]]) -> None:
     enriched = [m for m in messages if m.topic() == output]
     letters = [m for m in messages if m.topic() != output]
     say(f"{RULE}\nEnriched Identify events on {output} ({len(enriched)}):\n{RULE}")
     for number, message in enumerate(enriched):
-        event = orjson.loads(message.value())
+        event = decode(message)
         traits = event["traits"]
         if number == 0:
+            value = message.value()
+            if value[:1] == b"\x00":
+                say(f"Avro, schema id {int.from_bytes(value[1:5], 'big')}: {len(value)} bytes "
+                    f"(as JSON: {len(orjson.dumps(event))} bytes). Decoded:")
             say(f"key={message.key()!r} (the first one in full)")
             say(orjson.dumps(event, option=orjson.OPT_INDENT_2).decode())
             continue
@@ -129,14 +193,21 @@ def show_metrics(port: int) -> None:
             say(f"  {line}")
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m processor.devkit.demo",
+                                     description="The whole stage on this machine.")
+    parser.add_argument("--format", choices=("json", "avro"), default="json",
+                        help="the topics' format (avro: with a schema registry)")
+    avro = parser.parse_args(argv).format == "avro"
     topics = {"input": "identify.raw", "output": "identify.enriched", "dlq": "identify.dlq"}
-    with kafka() as bootstrap, ClearbitServer(key=API_KEY) as clearbit:
+    with (kafka() as bootstrap, ClearbitServer(key=API_KEY) as clearbit,
+          schema_registry(avro) as registry_url):
         base_url = clearbit.url
         say(f"Clearbit-compatible server: {base_url} (key {API_KEY[:3]}…)")
         create_topics(bootstrap, {topics["input"]: 3, topics["output"]: 3, topics["dlq"]: 1})
-        say(f"Producing sample Identify events to {topics['input']}:")
-        sent = produce(bootstrap, topics["input"])
+        say(f"Producing sample Identify events to {topics['input']}"
+            f"{' (Avro)' if avro else ''}:")
+        sent = produce(bootstrap, topics["input"], registry_url)
         metrics_port = free_port()
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                "PROCESSOR_INPUT_TOPIC": topics["input"],
@@ -146,6 +217,9 @@ def main() -> int:
                "CLEARBIT_API_KEY": API_KEY, "CLEARBIT_BASE_URL": base_url,
                "PROCESSOR_METRICS_PORT": str(metrics_port), "PROCESSOR_LAG_INTERVAL": "1s",
                "PROCESSOR_LOG_FORMAT": os.environ.get("PROCESSOR_LOG_FORMAT", "console")}
+        if registry_url:
+            env.update({"PROCESSOR_INPUT_FORMAT": "avro", "PROCESSOR_OUTPUT_FORMAT": "avro",
+                        "SCHEMA_REGISTRY_URL": registry_url})
         say(f"Starting: {sys.executable} -m processor run")
         processor = subprocess.Popen([sys.executable, "-m", "processor", "run"], env=env)
         try:
@@ -153,7 +227,7 @@ def main() -> int:
             messages = collect(bootstrap, [topics["output"], topics["dlq"]], expect=7,
                                timeout=90)
             time.sleep(2)  # let a lag measurement happen after the last commit
-            show(messages, topics["output"])
+            show(messages, topics["output"], output_decoder(registry_url))
             show_metrics(metrics_port)
         finally:
             processor.send_signal(signal.SIGTERM)

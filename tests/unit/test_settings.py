@@ -191,5 +191,5 @@ def test_readme_documents_every_variable_with_its_default() -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for field, info in Settings.model_fields.items():
-        row = f"| `{env_name(field)}` | `{_default_text(info.default)}` |"
+        row = f"| `{env_name(field)}` | `{_default_text(info.default, info.description or '')}` |"
         assert row in readme, f"README.md lacks the row: {row}"
