@@ -20,11 +20,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from processor.core.clock import Clock
-from processor.core.errors import DeliveryError, FatalError, ProviderRejectedError, RecordError
+from processor.core.errors import FatalError, ProviderRejectedError, RecordError
 from processor.core.events import (
     LookupRequest,
     classify,
@@ -112,6 +111,7 @@ class Pipeline:
         self._waiting: dict[str, list[Slot]] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
         self._latencies: list[float] = []
+        self._produced: list[Slot] = []
         self._now_iso = ""
         self._now = 0.0
         self.failure: FatalError | None = None
@@ -250,18 +250,26 @@ class Pipeline:
             return
         slot.payload = None
         topic, key, value, headers = output
-        self._sink.produce(
-            topic, key, value, headers, partial(self._delivered, slot, record.timestamp()[1])
-        )
-
-    def _delivered(self, slot: Slot, input_ms: int, error: Any, _message: Any) -> None:
-        if error is not None:
-            self._sensor.produce_error()
-            self.failure = self.failure or DeliveryError(f"delivery failed: {error}")
-            return
-        slot.done = True
+        # No per-message delivery callback (it cost several microseconds an event): the
+        # stage flushes the producer at each checkpoint and then confirms every slot
+        # produced before it; failures arrive through the producer's error callback.
+        self._sink.produce(topic, key, value, headers, None)
+        self._produced.append(slot)
+        input_ms = record.timestamp()[1]
         if input_ms > 0:
-            self._latencies.append(self._clock.time() - input_ms / 1000)
+            self._latencies.append(self._now - input_ms / 1000)
+
+    def confirm_produced(self) -> int:
+        """The broker confirmed everything produced so far (the stage just flushed)."""
+        produced, self._produced = self._produced, []
+        for slot in produced:
+            slot.done = True
+        return len(produced)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Outputs and dead letters produced and not yet confirmed by a flush."""
+        return len(self._produced)
 
     def _tick(self) -> None:
         self._now = self._clock.time()

@@ -61,6 +61,8 @@ class Provider(Protocol):
 class Sink(Protocol):
     """Where outputs and dead letters go."""
 
+    failures: list[str]  # deliveries the broker refused for good, as reported by poll/flush
+
     def produce(
         self,
         topic: str,

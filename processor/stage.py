@@ -20,6 +20,7 @@ delivery that cannot be confirmed) stops without committing anything past it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -125,19 +126,51 @@ class Stage:
         self._hold_back()
 
     def _settle(self) -> None:
-        """Serve deliveries and commit what is safe; raise if something failed."""
+        """Serve delivery failures and, at the commit interval, checkpoint; raise if
+        something failed."""
         self._sink.poll(0)
+        self._raise_failures()
+        pipeline = self._pipeline
+        due = self._clock.monotonic() - self._last_commit >= self._options.commit_interval
+        half = self._options.max_buffered // 2
+        if self._options.transactional:
+            # Early too when decided records would otherwise fill the buffer and pause
+            # fetching until the next interval.
+            if due or pipeline.outstanding() >= half:
+                self._commit_transaction()
+        elif due or pipeline.unconfirmed >= half:
+            self._checkpoint(timeout=10.0)
+        pipeline.report()
+
+    def _raise_failures(self) -> None:
+        if self._sink.failures:
+            for _ in self._sink.failures:
+                self._sensor.produce_error()
+            raise DeliveryError(f"the broker did not take {len(self._sink.failures)} "
+                                f"record(s): {self._sink.failures[0]}")
         if self._pipeline.failure is not None:
             raise self._pipeline.failure
-        if self._options.transactional:
-            # Commit at the interval, or earlier when decided records would otherwise
-            # fill the buffer and pause fetching until the next interval.
-            due = self._clock.monotonic() - self._last_commit >= self._options.commit_interval
-            if due or self._pipeline.outstanding() >= self._options.max_buffered // 2:
-                self._commit_transaction()
-        else:
+
+    def _confirm(self, timeout: float) -> bool:
+        """Flush the producer; when everything produced so far is confirmed, mark it so.
+        False when the broker has not confirmed all of it within ``timeout``."""
+        if not self._pipeline.unconfirmed:
+            return True
+        remaining = self._sink.flush(timeout)
+        self._raise_failures()
+        if remaining:
+            log.warning("%d records not yet confirmed by the broker; committing later",
+                        remaining)
+            return False
+        self._pipeline.confirm_produced()
+        return True
+
+    def _checkpoint(self, timeout: float) -> None:
+        """At-least-once: confirm deliveries, then store the positions they reach for the
+        background commit (the checkpoint pattern: flush, check, only then commit)."""
+        self._last_commit = self._clock.monotonic()
+        if self._confirm(timeout):
             self._source.store(self._pipeline.advance())
-        self._pipeline.report()
 
     def _hold_back(self) -> None:
         outstanding = self._pipeline.outstanding()
@@ -180,6 +213,7 @@ class Stage:
         if self._options.transactional:
             self._commit_transaction()
             return
+        self._confirm(10.0)
         self._pipeline.advance()
         positions = self._pipeline.positions()
         if tps is not None:
@@ -224,9 +258,13 @@ class Stage:
         while (pipeline.unfinished(tps) and self._clock.monotonic() < deadline
                and not self._stop_request.urgent):
             pipeline.on_lookups(self._lookups.take_completed())
-            self._sink.poll(0.01)
-            if pipeline.failure is not None:
-                raise pipeline.failure
+            if self._options.transactional:
+                self._sink.poll(0.01)
+                self._raise_failures()
+            elif not self._confirm(min(0.05, max(0.0, deadline - self._clock.monotonic()))):
+                continue
+            if pipeline.lookups_pending:
+                time.sleep(0.005)
         self._pipeline.report()
 
     # --- stopping --------------------------------------------------------------------

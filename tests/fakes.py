@@ -35,6 +35,9 @@ class FakeSink:
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
         self._pending: list[DeliveryCallback | None] = []
+        self.failures: list[str] = []
+        self.flushes = 0
+        self.refuse_next_flush = False  # the broker "loses" what is in flight at the next flush
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
@@ -57,6 +60,10 @@ class FakeSink:
         self.deliver()
 
     def flush(self, timeout: float) -> int:
+        self.flushes += 1
+        if self.refuse_next_flush:
+            self.failures.append("identify.enriched: Local: Message timed out")
+            return 0
         self.deliver()
         return 0
 
@@ -75,6 +82,56 @@ class FakeSink:
                 decoded = value
             out.append((key, decoded, dict(headers or [])))
         return out
+
+
+class FakeSource:
+    """A consumer over a list of records, one partition set, with commits recorded."""
+
+    def __init__(self, batches: list[list[Record]], partitions: list[tuple[str, int]]) -> None:
+        self.batches = list(batches)
+        self.partitions = partitions
+        self.paused = False
+        self.stored: dict[tuple[str, int], int] = {}
+        self.committed_positions: dict[tuple[str, int], int] = {}
+        self.closed = False
+        self._revoke: Any = None
+
+    def subscribe(self, topic: str, on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        self._revoke = on_revoke
+        on_assign(self.partitions)
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]:
+        return self.batches.pop(0) if self.batches else []
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return list(self.partitions)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def store(self, positions: dict[tuple[str, int], int]) -> None:
+        self.stored.update(positions)
+
+    def commit(self, positions: dict[tuple[str, int], int]) -> bool:
+        self.committed_positions.update(positions)
+        return True
+
+    def committed(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: o for tp, o in self.committed_positions.items() if tp in tps}
+
+    def seek(self, positions: dict[tuple[str, int], int]) -> None:
+        pass
+
+    def group_metadata(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._revoke:
+            self._revoke(self.partitions)
+        self.closed = True
 
 
 class RecordingSensor:

@@ -184,7 +184,11 @@ class KafkaSink:
     """The producer. Transactional when the config carries a ``transactional.id``."""
 
     def __init__(self, config: Mapping[str, Any], sources: Mapping[str, str]) -> None:
-        self._producer = _client(Producer, {"error_cb": _on_error, **config}, sources)
+        # Delivery reports for failures only: successes are confirmed in bulk by flush().
+        self.failures: list[str] = []
+        self._producer = _client(Producer, {"error_cb": _on_error,
+                                            "delivery.report.only.error": True,
+                                            "on_delivery": self._failed, **config}, sources)
         self.transactional = "transactional.id" in config
         self._in_transaction = False
         if self.transactional:
@@ -197,11 +201,19 @@ class KafkaSink:
                 headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                if headers is None and on_delivery is None:
+                    self._producer.produce(topic, value, key)  # the hot path: no keywords
+                else:
+                    self._producer.produce(topic, value, key, headers=headers,
+                                           on_delivery=on_delivery)
                 return
             except BufferError:
                 # librdkafka's local queue is full: serve deliveries until there is room.
                 self._producer.poll(0.05)
+
+    def _failed(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}: {error.str()}")
 
     def poll(self, timeout: float) -> None:
         self._producer.poll(timeout)

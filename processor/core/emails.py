@@ -10,6 +10,7 @@ charge nothing, but it would still cost a request against the rate limit.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 MAX_ADDRESS_LENGTH = 254
 MAX_LOCAL_LENGTH = 64
@@ -25,6 +26,7 @@ def normalise(email: str) -> str:
     return email.strip().lower()
 
 
+@lru_cache(maxsize=65_536)
 def is_valid(normalised: str) -> bool:
     """True when ``normalised`` (see ``normalise``) is an address worth looking up."""
     if len(normalised) > MAX_ADDRESS_LENGTH:

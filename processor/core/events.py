@@ -19,6 +19,7 @@ event on the hot path, where a few type checks cost far less than a validator.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any, NamedTuple
 
@@ -36,6 +37,8 @@ DESTINATION_ALIAS = "Clearbit"
 # Output messageIds are uuid5(namespace, input messageId): deterministic, so
 # reprocessing an input yields the same output id, and never equal to the input.
 _MESSAGE_ID_NAMESPACE = uuid.UUID("6f1c2a4e-3b5d-5e8f-9a0b-1c2d3e4f5a6b")
+
+_NAMESPACE_BYTES = _MESSAGE_ID_NAMESPACE.bytes
 
 OUTPUT_INTEGRATIONS = {DESTINATION: False}
 
@@ -114,9 +117,17 @@ def classify(event: dict[str, Any]) -> LookupRequest | SkipReason:
 
 
 def output_message_id(input_message_id: str | None, coordinates: str) -> str:
-    """Deterministic id of the enriched event (from the input's messageId, else its offset)."""
+    """Deterministic id of the enriched event (from the input's messageId, else its offset).
+
+    The same value as ``uuid.uuid5(namespace, seed)``, computed directly: ``uuid5``
+    took a fifth of the cached path's time (measured), building UUID objects.
+    """
     seed = input_message_id if input_message_id else f"offset:{coordinates}"
-    return f"clearbit-{uuid.uuid5(_MESSAGE_ID_NAMESPACE, seed)}"
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + seed.encode()).digest()[:16])  # noqa: S324 - RFC 4122 v5 names, not security
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"clearbit-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def output_key(record_key: bytes | None, request: LookupRequest) -> bytes | None:

@@ -563,7 +563,9 @@ class LocalKafka:
             properties.write_text(server_properties(port, controller_port, folder / "kafka-logs"))
             command = [java, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{lib}/*",
                        "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                       "-t", _cluster_id(), "-c", str(properties)]
+                       # "--cluster-id=" form: a random id may start with "-", which
+                       # as a separate argument would be read as an option (1 in 64).
+                       f"--cluster-id={_cluster_id()}", "-c", str(properties)]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 output = _last_lines(result.stdout + result.stderr, _TAIL_LINES)

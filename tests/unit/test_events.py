@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from typing import Any
 
 import pytest
@@ -146,6 +147,15 @@ def test_classify_never_raises_anything_but_a_record_error(event: dict[str, Any]
     for candidate in (event, {**event, "type": "identify"}):
         with contextlib.suppress(RecordError):
             classify(candidate)
+
+
+@given(st.text(max_size=120))
+def test_output_message_id_is_exactly_uuid5(seed: str) -> None:
+    from processor.core.events import _MESSAGE_ID_NAMESPACE
+
+    expected = f"clearbit-{uuid.uuid5(_MESSAGE_ID_NAMESPACE, seed)}" if seed else None
+    if expected:
+        assert output_message_id(seed, "t[0]@1") == expected
 
 
 def test_output_message_id_is_deterministic_and_new() -> None:

@@ -1,0 +1,93 @@
+"""The stage loop with fakes: checkpoints confirm deliveries before anything is committed."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from processor.codec import JsonCodec
+from processor.core.cache import TTLCache
+from processor.core.errors import DeliveryError
+from processor.memory import LookupMemory, Remembered
+from processor.pipeline import Pipeline, Topics
+from processor.ports import Found
+from processor.signals import StopRequest
+from processor.stage import Stage, StageOptions
+from tests.fakes import FakeClock, FakeSink, FakeSource, RecordingSensor, identify, record
+
+TP = ("identify.raw", 0)
+
+
+class InstantLookups:
+    """A lookup pool that answers every email at once with a found record."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, Any]] = []
+
+    def start(self) -> None: ...
+
+    def submit(self, emails: list[str]) -> None:
+        self.done += [(e, Found({"id": e}, None)) for e in emails]
+
+    def take_completed(self) -> list[tuple[str, Any]]:
+        done, self.done = self.done, []
+        return done
+
+    @property
+    def has_completed(self) -> bool:
+        return bool(self.done)
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
+def build(batches: list[list[Any]], sink: FakeSink, stop: StopRequest,
+          clock: FakeClock) -> tuple[Stage, FakeSource]:
+    source = FakeSource(batches, [TP])
+    lookups = InstantLookups()
+    sensor = RecordingSensor()
+    memory = LookupMemory(cache=TTLCache[Remembered](100, clock), codec=JsonCodec(),
+                          clock=clock, found_ttl=60, not_found_ttl=60)
+    pipeline = Pipeline(topics=Topics("identify.raw", "identify.enriched", "identify.dlq"),
+                        codec=JsonCodec(), sink=sink, submit=lookups.submit, sensor=sensor,
+                        clock=clock, memory=memory)
+    stage = Stage(options=StageOptions(input_topic="identify.raw", commit_interval=0.0,
+                                       shutdown_timeout=1.0),
+                  source=source, sink=sink, pipeline=pipeline, lookups=lookups,  # type: ignore[arg-type]
+                  memory=memory, sensor=sensor, clock=clock, stop=stop)
+    return stage, source
+
+
+def run_until_stopped(stage: Stage, stop: StopRequest, turns_before_stop: float = 0.3) -> None:
+    timer = threading.Timer(turns_before_stop, stop.request)
+    timer.start()
+    try:
+        stage.run()
+    finally:
+        timer.cancel()
+
+
+def test_positions_are_stored_only_after_a_flush_confirmed_the_outputs() -> None:
+    sink, stop, clock = FakeSink(), StopRequest(), FakeClock()
+    batch = [record(identify(f"u{i}@example.com"), offset=i) for i in range(5)]
+    stage, source = build([batch], sink, stop, clock)
+    run_until_stopped(stage, stop)
+    assert len(sink.on("identify.enriched")) == 5
+    assert sink.flushes >= 1
+    assert source.stored[TP] == 5
+    assert source.committed_positions[TP] == 5
+    assert source.closed
+
+
+def test_a_refused_delivery_is_fatal_and_nothing_past_it_is_committed() -> None:
+    sink, stop, clock = FakeSink(), StopRequest(), FakeClock()
+    sink.refuse_next_flush = True
+    batch = [record({"type": "track"}, offset=0)] + [
+        record(identify(f"u{i}@example.com"), offset=i) for i in range(1, 4)]
+    stage, source = build([batch], sink, stop, clock)
+    with pytest.raises(DeliveryError, match="did not take 1 record"):
+        run_until_stopped(stage, stop, turns_before_stop=5)
+    # Only the skip before the outputs could be committed; the outputs were not confirmed.
+    assert source.stored.get(TP, 0) <= 1
+    assert source.committed_positions.get(TP, 0) <= 1
