@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 FORMAT ?= json
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka registry run test check lint typecheck unit integration e2e soak bench bench-quick clean
+.PHONY: help install kafka registry prometheus run test check lint typecheck unit integration e2e soak bench bench-quick clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,12 @@ kafka: $(STAMP) ## fetch Apache Kafka's jars from Maven Central (cached in ~/.ca
 registry: $(STAMP) ## fetch Apicurio Registry, a schema registry with Confluent's API (cached in ~/.cache)
 	$(PY) -m processor.devkit.registry fetch
 
+prometheus: ## prometheus and promtool (Debian's package) for the dashboard, alert and metrics tests
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
+
 run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker + Clearbit-compatible server + sample events + processor (FORMAT=avro: in Avro)
 	$(PY) -m processor.devkit.demo --format $(FORMAT)
 
@@ -41,17 +47,17 @@ typecheck: $(STAMP) ## mypy --strict on the package
 unit: $(STAMP) ## unit tests only (no broker)
 	$(PY) -m pytest tests/unit
 
-integration: $(STAMP) kafka registry ## integration tests (real broker and schema registry)
+integration: $(STAMP) kafka registry prometheus ## integration tests (real broker and schema registry)
 	$(PY) -m pytest tests/integration
 
 e2e: $(STAMP) kafka ## whole-process tests: kills, restarts, chaos
 	$(PY) -m pytest tests/e2e
 
-test: $(STAMP) kafka registry lint typecheck ## lint, types and the whole test suite (what CI runs)
+test: $(STAMP) kafka registry prometheus lint typecheck ## lint, types and the whole test suite (what CI runs)
 	$(PY) -m pytest tests
 
-soak: $(STAMP) kafka ## the long chaos run (not part of `make test`)
-	SOAK=1 $(PY) -m pytest tests/e2e -k soak
+soak: $(STAMP) kafka ## the chaos scenarios five times bigger (not part of `make test`)
+	CHAOS_SCALE=5 $(PY) -m pytest tests/e2e/test_chaos.py
 
 bench: $(STAMP) kafka ## the benchmark: prints a table, writes bench-results.json
 	$(PY) -m processor.devkit.bench

@@ -121,7 +121,9 @@ def assemble(settings: Settings, clock: Clock | None = None,
         from processor.adapters.avro import codec_for  # noqa: PLC0415 - Avro only
 
         codec = codec_for(settings)
-    sensor = PrometheusSensor()
+    # A revoke or a drain can hold the loop for up to the shutdown timeout: liveness
+    # must not kill the pod in the middle of one.
+    sensor = PrometheusSensor(liveness_timeout=max(60.0, settings.shutdown_timeout + 30.0))
     exactly_once = settings.delivery is Delivery.EXACTLY_ONCE
 
     consumer_config, consumer_sources = kafka_config(settings, "consumer", environ)
@@ -160,7 +162,8 @@ def assemble(settings: Settings, clock: Clock | None = None,
         codec=codec, sink=sink, submit=lookups.submit, sensor=sensor, clock=clock,
         memory=memory, transactional=exactly_once,
     )
-    lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval)
+    lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval,
+                     auto_offset_reset=settings.auto_offset_reset)
     options = StageOptions(
         input_topic=settings.input_topic, max_batch=settings.max_batch,
         max_buffered=settings.max_buffered, commit_interval=settings.commit_interval,

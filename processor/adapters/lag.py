@@ -4,9 +4,13 @@ Every ``interval`` seconds a background thread asks the brokers (through an
 AdminClient, not the consumer, so a busy or stuck main loop does not stop it)
 for the log-end offset of each owned partition and the group's committed
 offset, and reports ``log-end - committed``. A partition with no commit yet
-counts from its log-start offset, which is where this group starts reading.
+counts from where this group will start reading it: its log-start offset
+(``auto_offset_reset="earliest"``, the default) or its end (``"latest"``, lag 0).
 Only partitions this instance owns are reported, so summing over the replicas
 of the group gives the group's lag without double counting.
+
+The log-end offset is the high watermark (read_uncommitted), as
+``kafka-consumer-groups --describe`` and KEDA's Kafka scaler use.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ log = logging.getLogger(__name__)
 
 class LagMonitor:
     def __init__(self, admin_config: Mapping[str, Any], group_id: str, sensor: Sensor,
-                 interval: float = 5.0, timeout: float = 10.0) -> None:
+                 interval: float = 5.0, timeout: float = 10.0,
+                 auto_offset_reset: str = "earliest") -> None:
         self._admin = AdminClient(dict(admin_config))
         self._group = group_id
+        self._from_start = auto_offset_reset != "latest"
         self._sensor = sensor
         self._interval = interval
         self._timeout = timeout
@@ -47,6 +53,11 @@ class LagMonitor:
         """The partitions this instance owns now (called on every rebalance)."""
         self._owned = frozenset(tps)
         self._wake.set()
+
+    @property
+    def partitions(self) -> frozenset[TP]:
+        """The partitions measured now: those this instance owns."""
+        return self._owned
 
     def start(self) -> None:
         self._thread.start()
@@ -77,8 +88,9 @@ class LagMonitor:
                 committed[(result.topic, result.partition)] = result.offset
         ends = self._offsets(parts, OffsetSpec.latest())  # type: ignore[no-untyped-call]
         missing = [TopicPartition(t, p) for t, p in tps if (t, p) not in committed]
-        starts = (self._offsets(missing, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
-                  if missing else {})
+        starts: dict[TP, int] = {}
+        if missing and self._from_start:
+            starts = self._offsets(missing, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
         return {tp: max(0, end - committed.get(tp, starts.get(tp, end)))
                 for tp, end in ends.items()}
 

@@ -16,10 +16,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from processor import __version__
@@ -34,8 +40,17 @@ class PrometheusSensor:
     """Implements ``processor.ports.Sensor`` with prometheus-client metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None,
-                 liveness_timeout: float = 60.0) -> None:
+                 liveness_timeout: float = 60.0,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 wall_time: Callable[[], float] = time.time) -> None:
+        # No `*_created` gauge beside every counter and histogram: in Prometheus' text
+        # format each is a series of its own, doubling the count for nothing a
+        # dashboard uses. (A process-wide switch of prometheus-client, set here
+        # rather than at import time.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
         self.registry = registry or CollectorRegistry()
+        self._monotonic = monotonic
+        self._wall_time = wall_time
         r = self.registry
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, registry=r)
@@ -85,13 +100,18 @@ class PrometheusSensor:
         self._lag = gauge("enrichment_consumer_lag_records",
                           "Log-end offset minus the group's committed offset, per owned "
                           "partition.", ("topic", "partition"))
-        self._ready = gauge("enrichment_ready", "1 while running with partitions assigned.")
+        # Without it a lag gauge frozen by a failing measurement looks like a real figure.
+        self._lag_measured = gauge("enrichment_consumer_lag_measured_timestamp_seconds",
+                                   "Wall time of the last successful consumer lag measurement.")
+        self._ready = gauge("enrichment_ready",
+                            "1 while ready (/readyz): in the group, assignment received.")
         info = Gauge("enrichment_build_info", "Version of the stage.", ["version"], registry=r)
         info.labels(__version__).set(1)
         self._lag_series: set[tuple[str, str]] = set()
+        self._providers: set[str] = set()
         self._lock = threading.Lock()
         self._liveness_timeout = liveness_timeout
-        self._heartbeat = time.monotonic()
+        self._heartbeat = monotonic()
         self.alive = False
         self.is_ready = False
         self._precreate()
@@ -108,11 +128,19 @@ class PrometheusSensor:
         for result in ("ok", "error"):
             self._commits.labels(result)
 
+    def _provider_seen(self, provider: str) -> None:
+        """Start a provider's state gauges at "closed" and "quota available": the pool
+        reports them only on a change, and a panel or an alert needs the series before."""
+        if provider not in self._providers:
+            self._providers.add(provider)
+            self._circuit.labels(provider)
+            self._quota.labels(provider)
+
     # --- Sensor hooks ------------------------------------------------------------
 
     def consumed(self, count: int) -> None:
         self._consumed.inc(count)
-        self._heartbeat = time.monotonic()
+        self._heartbeat = self._monotonic()
 
     def outcomes(self, counts: dict[tuple[str, str], int]) -> None:
         for (outcome, reason), n in counts.items():
@@ -127,6 +155,7 @@ class PrometheusSensor:
             self._cache.labels("coalesced").inc(coalesced)
 
     def lookup(self, provider: str, status: str, seconds: float) -> None:
+        self._provider_seen(provider)
         self._lookups.labels(provider, status).inc()
         self._lookup_seconds.labels(provider).observe(seconds)
 
@@ -138,9 +167,11 @@ class PrometheusSensor:
         self._limiter_seconds.inc(seconds)
 
     def circuit(self, provider: str, state: int) -> None:
+        self._provider_seen(provider)
         self._circuit.labels(provider).set(state)
 
     def quota_exhausted(self, provider: str, exhausted: bool) -> None:
+        self._provider_seen(provider)
         self._quota.labels(provider).set(1 if exhausted else 0)
 
     def lookups_in_flight(self, count: int) -> None:
@@ -149,7 +180,7 @@ class PrometheusSensor:
     def buffered(self, records: int, paused: bool) -> None:
         self._buffered.set(records)
         self._paused.set(1 if paused else 0)
-        self._heartbeat = time.monotonic()
+        self._heartbeat = self._monotonic()
 
     def end_to_end(self, seconds: Sequence[float]) -> None:
         observe = self._e2e.observe
@@ -172,19 +203,22 @@ class PrometheusSensor:
             for (topic, partition), value in lags.items():
                 self._lag.labels(topic, str(partition)).set(value)
             self._lag_series = current
+            self._lag_measured.set(self._wall_time())
 
     def state(self, alive: bool, ready: bool) -> None:
         self.alive = alive
         self.is_ready = ready
         self._ready.set(1 if ready and alive else 0)
-        self._heartbeat = time.monotonic()
+        self._heartbeat = self._monotonic()
 
     # --- probes ----------------------------------------------------------------
 
     def live(self) -> bool:
-        return self.alive and time.monotonic() - self._heartbeat < self._liveness_timeout
+        """The main loop runs and turned within ``liveness_timeout`` (a stuck loop is dead)."""
+        return self.alive and self._monotonic() - self._heartbeat < self._liveness_timeout
 
     def ready(self) -> bool:
+        """Live, and a member of the group with its assignment (possibly empty) received."""
         return self.live() and self.is_ready
 
 

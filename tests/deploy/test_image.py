@@ -1,0 +1,89 @@
+"""deploy/Dockerfile cannot be built here (no Docker engine): these tests read it and
+hold it to what the brief and the manifests expect."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+from tests.promtools import DEPLOY, REPO
+
+DOCKERFILE = DEPLOY / "Dockerfile"
+BUILD_TOOLS = re.compile(r"\b(apt-get|apk|gcc|g\+\+|build-essential|make|cc)\b")
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+
+def stages() -> list[Stage]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.MULTILINE))
+    found: list[Stage] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        if instruction == "FROM":
+            base, _, name = rest.partition(" AS ")
+            base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+            found.append(Stage(name.strip(), base.strip()))
+        elif found:
+            found[-1].instructions.append((instruction, rest))
+    return found
+
+
+def runtime_chain(name: str) -> list[Stage]:
+    """``name`` and the stages it is built FROM, down to an image."""
+    by_name = {s.name: s for s in stages()}
+    chain = [by_name[name]]
+    while chain[-1].base in by_name:
+        chain.append(by_name[chain[-1].base])
+    return chain
+
+
+def test_the_default_target_is_the_runtime_stage() -> None:
+    assert stages()[-1].name == "runtime"
+    assert len(stages()) >= 3  # multi-stage: build, then a clean runtime
+
+
+def test_the_runtime_is_small_and_has_no_build_tools() -> None:
+    chain = runtime_chain("runtime")
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", chain[-1].base)
+    for stage in chain:
+        for instruction, rest in stage.instructions:
+            if instruction == "RUN":
+                assert not BUILD_TOOLS.search(rest.replace("groupadd", "").replace(
+                    "useradd", "")), f"{stage.name}: RUN {rest}"
+            if instruction == "COPY" and "--from=" in rest:
+                assert "/opt/venv" in rest  # only the built virtualenv comes across
+
+
+def test_the_runtime_runs_as_a_numeric_non_root_user() -> None:
+    users = [rest for stage in runtime_chain("runtime") for instruction, rest in
+             stage.instructions if instruction == "USER"]
+    assert users == ["10001:10001"]  # deployment.yaml's runAsUser/runAsGroup
+
+
+def test_the_entrypoint_is_processor_run() -> None:
+    runtime = dict(stages()[-1].instructions)
+    assert runtime["ENTRYPOINT"] == '["processor"]'
+    assert runtime["CMD"] == '["run"]'
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["processor"] == "processor.cli:main"
+
+
+def test_the_build_context_holds_what_the_build_copies() -> None:
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = [rest.split()[:-1] for stage in stages() for instruction, rest in stage.instructions
+              if instruction == "COPY" and "--from=" not in rest]
+    for sources in copied:
+        for source in sources:
+            assert source.rstrip("/") in allowed, source
+            assert (REPO / source).exists(), source
