@@ -20,7 +20,6 @@ delivery that cannot be confirmed) stops without committing anything past it.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -126,51 +125,32 @@ class Stage:
         self._hold_back()
 
     def _settle(self) -> None:
-        """Serve delivery failures and, at the commit interval, checkpoint; raise if
-        something failed."""
+        """Serve delivery reports, then store (at-least-once) or, at the commit interval,
+        commit a transaction (exactly-once); raise if something failed."""
         self._sink.poll(0)
         self._raise_failures()
         pipeline = self._pipeline
-        due = self._clock.monotonic() - self._last_commit >= self._options.commit_interval
-        half = self._options.max_buffered // 2
         if self._options.transactional:
+            due = self._clock.monotonic() - self._last_commit >= self._options.commit_interval
             # Early too when decided records would otherwise fill the buffer and pause
             # fetching until the next interval.
-            if due or pipeline.outstanding() >= half:
+            if due or pipeline.outstanding() >= self._options.max_buffered // 2:
                 self._commit_transaction()
-        elif due or pipeline.unconfirmed >= half:
-            self._checkpoint(timeout=10.0)
+        else:
+            # At-least-once: positions whose outputs the broker confirmed are stored for
+            # the consumer's background commit.
+            self._source.store(pipeline.advance())
         pipeline.report()
 
     def _raise_failures(self) -> None:
-        if self._sink.failures:
-            for _ in self._sink.failures:
+        refused = self._sink.failures + self._pipeline.failures
+        if refused:
+            for _ in refused:
                 self._sensor.produce_error()
-            raise DeliveryError(f"the broker did not take {len(self._sink.failures)} "
-                                f"record(s): {self._sink.failures[0]}")
+            raise DeliveryError(f"the broker did not take {len(refused)} record(s): "
+                                f"{refused[0]}")
         if self._pipeline.failure is not None:
             raise self._pipeline.failure
-
-    def _confirm(self, timeout: float) -> bool:
-        """Flush the producer; when everything produced so far is confirmed, mark it so.
-        False when the broker has not confirmed all of it within ``timeout``."""
-        if not self._pipeline.unconfirmed:
-            return True
-        remaining = self._sink.flush(timeout)
-        self._raise_failures()
-        if remaining:
-            log.warning("%d records not yet confirmed by the broker; committing later",
-                        remaining)
-            return False
-        self._pipeline.confirm_produced()
-        return True
-
-    def _checkpoint(self, timeout: float) -> None:
-        """At-least-once: confirm deliveries, then store the positions they reach for the
-        background commit (the checkpoint pattern: flush, check, only then commit)."""
-        self._last_commit = self._clock.monotonic()
-        if self._confirm(timeout):
-            self._source.store(self._pipeline.advance())
 
     def _hold_back(self) -> None:
         outstanding = self._pipeline.outstanding()
@@ -213,7 +193,8 @@ class Stage:
         if self._options.transactional:
             self._commit_transaction()
             return
-        self._confirm(10.0)
+        self._sink.flush(10.0)
+        self._raise_failures()
         self._pipeline.advance()
         positions = self._pipeline.positions()
         if tps is not None:
@@ -258,13 +239,8 @@ class Stage:
         while (pipeline.unfinished(tps) and self._clock.monotonic() < deadline
                and not self._stop_request.urgent):
             pipeline.on_lookups(self._lookups.take_completed())
-            if self._options.transactional:
-                self._sink.poll(0.01)
-                self._raise_failures()
-            elif not self._confirm(min(0.05, max(0.0, deadline - self._clock.monotonic()))):
-                continue
-            if pipeline.lookups_pending:
-                time.sleep(0.005)
+            self._sink.poll(0.01)
+            self._raise_failures()
         self._pipeline.report()
 
     # --- stopping --------------------------------------------------------------------

@@ -37,7 +37,7 @@ class FakeSink:
         self._pending: list[DeliveryCallback | None] = []
         self.failures: list[str] = []
         self.flushes = 0
-        self.refuse_next_flush = False  # the broker "loses" what is in flight at the next flush
+        self.refuse = False  # the broker refuses whatever is delivered from now on
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
@@ -45,6 +45,9 @@ class FakeSink:
         self._pending.append(on_delivery)
 
     def deliver(self) -> None:
+        if self.refuse:
+            self.fail("Local: Message timed out")
+            return
         pending, self._pending = self._pending, []
         for callback in pending:
             if callback is not None:
@@ -61,9 +64,6 @@ class FakeSink:
 
     def flush(self, timeout: float) -> int:
         self.flushes += 1
-        if self.refuse_next_flush:
-            self.failures.append("identify.enriched: Local: Message timed out")
-            return 0
         self.deliver()
         return 0
 

@@ -191,10 +191,10 @@ class KafkaSink:
     """The producer. Transactional when the config carries a ``transactional.id``."""
 
     def __init__(self, config: Mapping[str, Any], sources: Mapping[str, str]) -> None:
-        # Delivery reports for failures only: successes are confirmed in bulk by flush().
+        # Refusals of records produced without a callback of their own (the transactional
+        # path, where the commit confirms them); the others report to their callback.
         self.failures: list[str] = []
         self._producer = _client(Producer, {"error_cb": _on_error,
-                                            "delivery.report.only.error": True,
                                             "on_delivery": self._failed, **config}, sources)
         self.transactional = "transactional.id" in config
         self._in_transaction = False

@@ -75,7 +75,7 @@ def test_enriches_one_event_end_to_end() -> None:
     assert event["timestamp"].endswith("Z")
     # Committable only once the broker confirmed the output.
     assert h.pipeline.advance() == {}
-    h.pipeline.confirm_produced()
+    h.sink.deliver()
     assert h.pipeline.advance() == {("identify.raw", 0): 1}
     assert h.counts() == {("enriched", ""): 1}
 
@@ -201,6 +201,15 @@ def test_cached_record_behind_a_waiting_one_of_its_key_waits() -> None:
     assert [e["traits"]["email"] for _, e, _ in h.outputs()] == ["c@example.com"] * 2
 
 
+def test_a_refused_delivery_is_reported_and_nothing_past_it_commits() -> None:
+    h = Harness()
+    h.feed(record(identify(), offset=0))
+    h.answer("ada@example.com", Found(PERSON, None))
+    h.sink.fail()
+    assert h.pipeline.failures == ["?: broker down"]
+    assert h.pipeline.advance() == {}
+
+
 def test_auth_failure_stops_without_committing_the_record() -> None:
     h = Harness()
     h.feed(record({"type": "track"}, offset=0), record(identify(), offset=1))
@@ -256,7 +265,7 @@ def test_accounting_identity_over_a_mixed_batch() -> None:
     h.feed(*batch)
     for email in h.submitted:
         h.answer(email, Found(PERSON, None) if email != "dup@example.com" else NotFound())
-    h.pipeline.confirm_produced()
+    h.sink.deliver()
     counts = h.counts()
     assert sum(counts.values()) == 300
     assert counts[("enriched", "")] == 50
@@ -270,5 +279,5 @@ def test_unfinished_counts(transactional: bool) -> None:
     h.feed(record(identify(), offset=0), record({"type": "track"}, offset=1))
     assert h.pipeline.unfinished() == 1
     h.answer("ada@example.com", Found(PERSON, None))
-    h.pipeline.confirm_produced()
+    h.sink.deliver()
     assert h.pipeline.unfinished() == 0
