@@ -13,6 +13,7 @@ The same port answers ``/healthz`` (the main loop turned recently) and
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -34,6 +35,24 @@ from processor.core.outcomes import DEAD_LETTER_REASONS, Outcome, SkipReason
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every value, with one locked update per bucket.
+
+    Relies on prometheus-client's internals (``_upper_bounds``, ``_buckets``, ``_sum``),
+    pinned below 0.27 in pyproject; a test compares it with per-value ``observe``."""
+    bounds: list[float] = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for raw in values:
+        value = max(0.0, raw)
+        total += value
+        counts[bisect.bisect_left(bounds, value)] += 1
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(total)
 
 
 class PrometheusSensor:
@@ -183,9 +202,9 @@ class PrometheusSensor:
         self._heartbeat = self._monotonic()
 
     def end_to_end(self, seconds: Sequence[float]) -> None:
-        observe = self._e2e.observe
-        for value in seconds:
-            observe(max(0.0, value))
+        # One observation per event took 7% of the cached path (profiled): a batch is
+        # counted into buckets here and added to the histogram once per bucket.
+        observe_many(self._e2e, seconds)
 
     def produce_error(self) -> None:
         self._produce_errors.inc()

@@ -132,3 +132,22 @@ def test_the_endpoints_answer_on_one_port(server: tuple[PrometheusSensor, str]) 
     assert answer.headers["content-type"].startswith("text/plain; version=")
     assert "enrichment_ready 1.0" in answer.text
     assert httpx.get(f"{url}/other").status_code == 404
+
+
+def test_batched_observations_equal_one_by_one() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from processor.adapters.prometheus import LATENCY_BUCKETS, observe_many
+
+    values = [0.0, 0.004, 0.005, 0.0051, 0.3, 2.5, 7.0, 500.0, -1.0] * 3
+    one, batch = CollectorRegistry(), CollectorRegistry()
+    single = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=one)
+    for value in values:
+        single.observe(max(0.0, value))
+    observe_many(Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=batch), values)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {(s.name, s.labels.get("le", "")): s.value
+                for m in registry.collect() for s in m.samples if not s.name.endswith("created")}
+
+    assert samples(one) == samples(batch)
