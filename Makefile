@@ -59,10 +59,10 @@ test: $(STAMP) kafka registry prometheus lint typecheck ## lint, types and the w
 soak: $(STAMP) kafka ## the chaos scenarios five times bigger (not part of `make test`)
 	CHAOS_SCALE=5 $(PY) -m pytest tests/e2e/test_chaos.py
 
-bench: $(STAMP) kafka ## the benchmark: prints a table, writes bench-results.json
+bench: $(STAMP) kafka registry ## the benchmark: prints a table, writes bench-results.json
 	$(PY) -m processor.devkit.bench
 
-bench-quick: $(STAMP) kafka ## the benchmark with small sizes
+bench-quick: $(STAMP) kafka registry ## the benchmark with small sizes
 	$(PY) -m processor.devkit.bench --quick
 
 clean: ## remove the venv and caches (not the Kafka jar cache)

@@ -1,0 +1,56 @@
+"""The benchmark's arithmetic: the measuring window and the table (the runs themselves
+are ``make bench``, not tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processor.devkit.bench import ProcessWatch, Progress
+from processor.devkit.bench_scenarios import table
+
+
+def progress_with(points: list[tuple[float, int]]) -> Progress:
+    progress = Progress.__new__(Progress)
+    progress.points = points
+    return progress
+
+
+def test_the_window_runs_from_10_to_90_percent_of_the_outputs() -> None:
+    # 1,000 records: 0 until t=5 (start-up), then 100 a second, then a slow tail.
+    points = [(float(t), 0) for t in range(6)]
+    points += [(5.0 + s, 100 * s) for s in range(1, 10)]
+    points += [(20.0, 950), (30.0, 1000)]
+    start, end, records = progress_with(points).window()
+    assert (start, end, records) == (6.0, 14.0, 800)
+
+
+def test_cpu_between_uses_the_samples_at_or_before_each_moment() -> None:
+    watch = ProcessWatch(pid=0)
+    watch.samples = [(10.0, 1.0), (11.0, 1.5), (12.0, 2.5), (13.0, 2.6)]
+    assert watch.cpu_between(11.0, 12.5) == 1.0
+    assert watch.cpu_between(9.0, 13.0) == 1.6
+
+
+def test_the_table_says_which_targets_were_met_and_which_scenario_failed() -> None:
+    figures: dict[str, Any] = {"events_per_s": 10, "cpu_us_per_event": 1.0}
+    report = {
+        "machine": {"date": "2026-11-23 10:00 UTC", "cores": 2, "python": "3.11.7"},
+        "quick": False,
+        "scenarios": {
+            "cached": {"bare_loop": figures, "bare_loop_5kB_outputs": figures,
+                       "stage": figures, "ratio": 0.5, "ratio_to_same_size_outputs": 0.7,
+                       "target": ">= 0.6", "met": False},
+            "rate-limited": {"events": 10, "distinct_emails": 1, "limit_per_min": 600,
+                             "http_requests": 1, "http_429": 0, "achieved_per_min": 599.0,
+                             "of_limit": 0.998, "target": ">= 0.97 x R, zero 429",
+                             "met": True},
+            "latency": {"error": "TimeoutError: only 5 of 10 outputs after 60s"},
+        },
+    }
+    lines = table(report).splitlines()
+    assert lines[0] == "Benchmark, 2026-11-23 10:00 UTC, 2 cores, Python 3.11.7"
+    assert lines[4].startswith("| cached | stage 10/s")
+    assert lines[4].endswith("| >= 0.6 | no |")
+    assert "**0.998x R**" in lines[5]
+    assert lines[5].endswith("| yes |")
+    assert lines[6] == "| latency | failed: TimeoutError: only 5 of 10 outputs after 60s | | no |"
