@@ -61,6 +61,7 @@ class ProcessWatch(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, float]] = []  # (wall time, cpu seconds)
+        self.rss: list[tuple[float, int]] = []  # (wall time, resident bytes)
         self.peak_rss = 0
         self._halt = threading.Event()
 
@@ -73,6 +74,8 @@ class ProcessWatch(threading.Thread):
                 for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
+                    elif line.startswith("VmRSS:"):
+                        self.rss.append((time.time(), int(line.split()[1]) * 1024))
             except (FileNotFoundError, ProcessLookupError, IndexError):
                 return
             time.sleep(0.01)
@@ -82,6 +85,9 @@ class ProcessWatch(threading.Thread):
             before = [cpu for t, cpu in self.samples if t <= moment]
             return before[-1] if before else (self.samples[0][1] if self.samples else 0.0)
         return at(end) - at(start)
+
+    def peak_rss_between(self, start: float, end: float) -> int:
+        return max((rss for t, rss in self.rss if start <= t <= end), default=0)
 
     def stop(self) -> None:
         self._halt.set()
