@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from processor.devkit.broker import LocalKafka, create_topics
 from processor.devkit.clearbit_server import ClearbitServer
@@ -208,6 +208,13 @@ def end_offsets(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def _end_offsets_or_zero(bootstrap: str, topic: str) -> int:
+    try:
+        return end_offsets(bootstrap, topic)
+    except KafkaException:  # a fresh topic's leader is not elected yet
+        return 0
+
+
 class Progress:
     """The output topic's record count over time, polled every 20 ms from outside: the
     broker stamps a whole batch with one time, so record timestamps cannot give rates."""
@@ -220,8 +227,13 @@ class Progress:
         self.points: list[tuple[float, int]] = []
 
     def count(self) -> int:
-        return sum(self._consumer.get_watermark_offsets(p, 10, cached=False)[1]
-                   for p in self._parts)
+        """Records in the topic now; the last count while a fresh topic's partition has
+        no leader yet (the broker answers NOT_LEADER_FOR_PARTITION for a moment)."""
+        try:
+            return sum(self._consumer.get_watermark_offsets(p, 10, cached=False)[1]
+                       for p in self._parts)
+        except KafkaException:
+            return self.points[-1][1] if self.points else 0
 
     def follow(self, target: int, timeout: float, stall: float = 60.0) -> None:
         """Until ``target`` records are out; gives up after ``timeout`` seconds, or after
@@ -256,7 +268,7 @@ class Progress:
 def wait_for_outputs(bootstrap: str, topic: str, count: int, timeout: float) -> float:
     """Wait until ``topic`` holds ``count`` records; returns the wall time it happened."""
     deadline = time.monotonic() + timeout
-    while end_offsets(bootstrap, topic) < count:
+    while _end_offsets_or_zero(bootstrap, topic) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{topic}: fewer than {count} records after {timeout:.0f}s")
         time.sleep(0.25)
