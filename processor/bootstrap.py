@@ -56,8 +56,9 @@ def kafka_config(settings: Settings, client: str, environ: Mapping[str, str] | N
             "enable.auto.offset.store": False,
             "auto.commit.interval.ms": max(1, int(settings.commit_interval * 1000)),
             "isolation.level": "read_committed",
-            # Bounds the prefetch buffer (memory) per partition.
-            "queued.max.messages.kbytes": 16384,
+            # Bounds librdkafka's prefetch (memory). 4 MiB against 16: peak RSS on a
+            # 1M-event backlog 205 against 213-237 MB, same throughput (make bench).
+            "queued.max.messages.kbytes": 4096,
             "enable.partition.eof": False,
         })
         sources["group.id"] = "PROCESSOR_GROUP_ID"

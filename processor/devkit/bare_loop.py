@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, handler)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
-                         "queued.max.messages.kbytes": 16384})
+                         "queued.max.messages.kbytes": 4096})
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
                          "acks": "all", "linger.ms": 5, "compression.type": "lz4"})
     consumer.subscribe([source])
