@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes (about 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="some scenarios")
     parser.add_argument("--json", default="bench-results.json", help="where figures go")
     args = parser.parse_args(argv)
