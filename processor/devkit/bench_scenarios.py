@@ -216,14 +216,14 @@ def latency(bench: Bench, quick: bool) -> dict[str, Any]:
             cached_events(rate * seconds, DISTINCT, offset=DISTINCT), rate=rate)
     wait_for_outputs(bench.bootstrap, names["output"], DISTINCT + rate * seconds, timeout=300)
     running.stop()
-    appended = _append_times(bench, names["input"])
-    delays = []
-    by_output = {output_message_id(mid, ""): t for mid, t in appended.items()}
-    for output_id, out_time in _append_times(bench, names["output"]).items():
-        sent = by_output.get(output_id)
-        if sent is not None and not output_id.endswith("warm"):
-            delays.append(out_time - sent)
-    delays = sorted(delays[DISTINCT:])
+    # The warm-up's events waited for the process to start: they are not counted.
+    warm_up = {f"b-{i}" for i in range(DISTINCT)}
+    by_output = {output_message_id(mid, ""): t
+                 for mid, t in _append_times(bench, names["input"]).items()
+                 if mid not in warm_up}
+    delays = sorted(out_time - by_output[output_id]
+                    for output_id, out_time in _append_times(bench, names["output"]).items()
+                    if output_id in by_output)
     p50 = statistics.median(delays)
     p99 = delays[int(len(delays) * 0.99) - 1]
     return {"offered_per_s": rate, "seconds": seconds, "p50_ms": round(p50 * 1000, 1),
