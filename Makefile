@@ -57,7 +57,7 @@ test: $(STAMP) kafka registry prometheus lint typecheck ## lint, types and the w
 	$(PY) -m pytest tests
 
 soak: $(STAMP) kafka ## the chaos scenarios five times bigger (not part of `make test`)
-	CHAOS_SCALE=5 $(PY) -m pytest tests/e2e/test_chaos.py
+	CHAOS_SCALE=5 $(PY) -m pytest --timeout 3600 tests/e2e/test_chaos.py
 
 bench: $(STAMP) kafka registry ## the benchmark: prints a table, writes bench-results.json
 	$(PY) -m processor.devkit.bench
