@@ -90,10 +90,14 @@ def running_stage(settings: Settings, *, expect_failure: bool = False) -> Iterat
             raise errors[0]
 
 
-def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, Any]]) -> int:
-    """Produce (key, value) pairs; dict values are JSON-encoded. Returns how many."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                         "linger.ms": 5})
+def new_producer(bootstrap: str) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                     "linger.ms": 5})
+
+
+def send(producer: Producer, topic: str, items: Iterable[tuple[bytes | None, Any]]) -> int:
+    """Hand (key, value) pairs to ``producer``; dict values are JSON-encoded. Returns how
+    many; the caller flushes."""
     count = 0
     for key, value in items:
         raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
@@ -101,6 +105,13 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, Any]
         count += 1
         if count % 1000 == 0:
             producer.poll(0)
+    return count
+
+
+def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, Any]]) -> int:
+    """Produce (key, value) pairs and wait for the broker to confirm them."""
+    producer = new_producer(bootstrap)
+    count = send(producer, topic, items)
     assert producer.flush(30) == 0
     return count
 

@@ -15,7 +15,7 @@ import pytest
 from processor.devkit.broker import LocalKafka
 from processor.devkit.clearbit_server import ClearbitServer
 from tests.e2e.chaos import Processor, audit, chaos_inputs, processor_env
-from tests.harness import Names, caught_up, produce, wait_for
+from tests.harness import Names, caught_up, new_producer, produce, send, wait_for
 
 SCALE = int(os.environ.get("CHAOS_SCALE", "1"))
 MAX_BUFFERED = 2000
@@ -33,15 +33,25 @@ class Trickle(threading.Thread):
         bootstrap, topic, items, seconds = self.args
         chunks = max(1, int(seconds * 4))
         size = -(-len(items) // chunks)
+        # One producer for the whole run, paced by the clock: a producer per chunk spent
+        # longer starting (its idempotence id) than the schedule allowed at CHAOS_SCALE=5.
+        producer = new_producer(bootstrap)
+        started = time.monotonic()
         try:
-            for start in range(0, len(items), size):
-                produce(bootstrap, topic, items[start:start + size])
-                time.sleep(seconds / chunks)
+            for chunk, start in enumerate(range(0, len(items), size), 1):
+                send(producer, topic, items[start:start + size])
+                producer.poll(0)
+                time.sleep(max(0.0, started + chunk * seconds / chunks - time.monotonic()))
+            assert producer.flush(60) == 0, "the broker did not confirm every input"
         except BaseException as error:  # noqa: BLE001 - re-raised by the test
             self.error = error
 
     def finish(self) -> None:
-        self.join(300)
+        seconds = self.args[3]
+        self.join(seconds + 120)
+        if self.is_alive():
+            # Counting inputs that were never produced as "lost" would blame the stage.
+            raise AssertionError(f"the inputs were not all produced within {seconds + 120:.0f}s")
         if self.error:
             raise self.error
 
