@@ -287,12 +287,13 @@ def _wait_exit(pid: int, timeout: float) -> bool:
 
 
 def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM, which Kafka answers with a clean shutdown; SIGKILL if that takes too long."""
+    """SIGTERM, which Kafka (and the local registry) answer with a clean shutdown; SIGKILL
+    if that takes too long."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     if _wait_exit(pid, timeout):
         return
-    log.warning("broker pid %d still running %.0fs after SIGTERM; sending SIGKILL", pid, timeout)
+    log.warning("pid %d still running %.0fs after SIGTERM; sending SIGKILL", pid, timeout)
     _kill(pid)
 
 
@@ -581,14 +582,16 @@ class LocalKafka:
 # --- command line -----------------------------------------------------------------------
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
+def _read_state(path: Path, what: str = "broker",
+                error: type[Exception] = BrokerError) -> dict[str, Any] | None:
+    """The state file a detached ``start`` wrote, or None when there is none."""
     text = _read_text(path)
     if text is None:
         return None
     try:
         state: dict[str, Any] = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BrokerError(f"{path} is not a broker state file: {exc}") from None
+        raise error(f"{path} is not a {what} state file: {exc}") from None
     return state
 
 
@@ -650,21 +653,28 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _serve(server: Any, what: str, timeout: float, banner: Callable[[], str]) -> int:
+    """The ``run`` command of a local server (the broker, the registry): start it, say
+    where it is, and keep it until Ctrl-C or SIGTERM (exit 0) or until it dies (exit 1)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    broker = LocalKafka(keep=args.keep, version=args.version)
     try:
-        broker.start(args.timeout)
-        print(f"Kafka {broker.version} at {broker.bootstrap_servers} "
-              f"(log: {broker.log_path}); Ctrl-C stops it", flush=True)
-        broker.wait()
-        print(f"error: the broker exited by itself; last lines of its log:\n"
-              f"{broker.log_tail()}", file=sys.stderr)
+        server.start(timeout)
+        print(banner(), flush=True)
+        server.wait()
+        print(f"error: the {what} exited by itself; last lines of its log:\n"
+              f"{server.log_tail()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        broker.stop()
+        server.stop()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    broker = LocalKafka(keep=args.keep, version=args.version)
+    return _serve(broker, "broker", args.timeout, lambda: (
+        f"Kafka {broker.version} at {broker.bootstrap_servers} "
+        f"(log: {broker.log_path}); Ctrl-C stops it"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -34,8 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any
+from types import TracebackType
 
 import httpx
 
@@ -48,11 +46,13 @@ from processor.devkit.broker import (  # the same process plumbing as the local 
     _kill,
     _last_lines,
     _locked,
+    _read_state,
     _read_text,
     _require,
     _running,
+    _serve,
     _spawn,
-    _wait_exit,
+    _terminate,
     tail,
 )
 
@@ -223,12 +223,7 @@ class LocalRegistry:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (a clean Quarkus shutdown), SIGKILL after ``timeout``; forget the folder."""
         if self._pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGTERM)
-            if not _wait_exit(self._pid, timeout):
-                log.warning("registry pid %d still running %.0fs after SIGTERM; killing it",
-                            self._pid, timeout)
-                _kill(self._pid)
+            _terminate(self._pid, timeout)
             self._pid = None
         if self._dir is not None and not self.keep:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -274,24 +269,13 @@ def _is_registry(pid: int, version: str) -> bool:
     return f"apicurio-registry-app-{version}-runner.jar".encode() in argv
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
-    text = _read_text(path)
-    if text is None:
-        return None
-    try:
-        state: dict[str, Any] = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"{path} is not a registry state file: {exc}") from None
-    return state
-
-
 def _cmd_fetch(args: argparse.Namespace) -> int:
     print(ensure_registry(args.version))
     return 0
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    previous = _read_state(args.state_file)
+    previous = _read_state(args.state_file, "registry", RegistryError)
     if previous is not None and _is_registry(int(previous["pid"]), args.version):
         print(previous["url"])
         return 0
@@ -313,15 +297,13 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    state = _read_state(args.state_file)
+    state = _read_state(args.state_file, "registry", RegistryError)
     if state is None:
         print(f"no registry recorded in {args.state_file}")
         return 0
     pid = int(state["pid"])
     if _is_registry(pid, args.version):
-        os.kill(pid, signal.SIGTERM)
-        if not _wait_exit(pid, args.timeout):
-            _kill(pid)
+        _terminate(pid, args.timeout)
         print(f"stopped the registry at {state['url']}")
     else:
         print(f"the registry recorded in {args.state_file} (pid {pid}) was no longer running")
@@ -332,25 +314,11 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)
     registry = LocalRegistry(version=args.version)
-    try:
-        registry.start(args.timeout)
-        print(f"Apicurio Registry {registry.version}: SCHEMA_REGISTRY_URL={registry.url} "
-              f"(log: {registry.log_path}); Ctrl-C stops it", flush=True)
-        registry.wait()
-        print(f"error: the registry exited by itself; last lines of its log:\n"
-              f"{registry.log_tail()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        registry.stop()
+    return _serve(registry, "registry", args.timeout, lambda: (
+        f"Apicurio Registry {registry.version}: SCHEMA_REGISTRY_URL={registry.url} "
+        f"(log: {registry.log_path}); Ctrl-C stops it"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
