@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,20 +9,14 @@ import time
 
 from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.samples import identify, person_email
-from tests.harness import API_KEY, Names, caught_up, produce, read, wait_for
+from tests.e2e.chaos import processor_env
+from tests.harness import Names, caught_up, produce, read, wait_for
 
 
 def environment(bootstrap: str, names: Names, base_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROCESSOR_", "CLEARBIT_"))}
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PROCESSOR_INPUT_TOPIC": names.input,
-        "PROCESSOR_OUTPUT_TOPIC": names.output, "PROCESSOR_DLQ_TOPIC": names.dlq,
-        "PROCESSOR_GROUP_ID": names.group, "CLEARBIT_API_KEY": API_KEY,
-        "CLEARBIT_BASE_URL": base_url, "PROCESSOR_METRICS_PORT": "0",
-        "PROCESSOR_LOG_FORMAT": "json", "PROCESSOR_COMMIT_INTERVAL": "200ms",
-    })
-    env.update(extra)
-    return env
+    """The chaos suite's environment, committing every 200 ms."""
+    return processor_env(bootstrap, names, base_url,
+                         **{"PROCESSOR_COMMIT_INTERVAL": "200ms", **extra})
 
 
 def start(env: dict[str, str]) -> subprocess.Popen[str]:
