@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from processor.core.records import Headers, Record
-from processor.ports import DeliveryCallback
+from processor.runtime.ports import DeliveryCallback
 
 
 class FakeClock:
@@ -135,7 +135,7 @@ class FakeSource:
 
 
 class RecordingSensor:
-    """Implements ``processor.ports.Sensor`` by remembering what it was told."""
+    """Implements ``processor.runtime.ports.Sensor`` by remembering what it was told."""
 
     def __init__(self) -> None:
         self.events: Counter[tuple[str, str]] = Counter()

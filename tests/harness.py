@@ -20,8 +20,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processor.bootstrap import Assembly, assemble, preflight
-from processor.settings import Settings, load
+from processor.entrypoints.bootstrap import Assembly, assemble, preflight
+from processor.entrypoints.settings import Settings, load
 
 API_KEY = "sk_test_local"
 

@@ -1,1 +1,1 @@
-"""Adapters: the concrete things behind ``processor.ports`` (Kafka, HTTP, Prometheus, logs)."""
+"""Adapters: the concrete things behind the runtime's ports (Kafka, HTTP, Prometheus, logs)."""

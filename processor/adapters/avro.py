@@ -50,7 +50,7 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
 
-from processor.codec import JsonCodec
+from processor.adapters.json_codec import JsonCodec
 from processor.core.errors import (
     AvroBadMagicByteError,
     AvroDecodeError,
@@ -59,8 +59,8 @@ from processor.core.errors import (
     FatalError,
 )
 from processor.core.records import SourceRecord
-from processor.ports import Codec
-from processor.settings import Settings
+from processor.entrypoints.settings import Settings
+from processor.runtime.ports import Codec
 
 # Authlib (which the registry client imports) warns that plain httpx is deprecated in
 # favour of httpx2; that is the client's business, not this stage's, so it is recorded

@@ -37,7 +37,7 @@ from confluent_kafka import (
 )
 
 from processor.core.errors import FatalError
-from processor.ports import CacheEntry
+from processor.runtime.ports import CacheEntry
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def decode_entry(key: bytes | None, value: bytes | None) -> CacheEntry | None:
 
 
 class KafkaCacheLog:
-    """``processor.ports.SharedCache`` on a compacted topic."""
+    """``processor.runtime.ports.SharedCache`` on a compacted topic."""
 
     def __init__(self, topic: str, consumer_config: Mapping[str, Any],
                  producer_config: Mapping[str, Any], timeout: float = 30.0) -> None:

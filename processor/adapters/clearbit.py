@@ -23,7 +23,7 @@ from processor.core.errors import (
     TransientProviderError,
 )
 from processor.core.redact import redact
-from processor.ports import Answer, Found, NotFound, Queued, Rejected
+from processor.runtime.ports import Answer, Found, NotFound, Queued, Rejected
 
 COMBINED_PATH = "/v2/combined/find"
 USER_AGENT = "clearbit-enrichment-stage/0.1 (+kafka)"

@@ -30,7 +30,7 @@ from processor.core.errors import (
     QuotaExhaustedError,
     RateLimitedError,
 )
-from processor.ports import Answer, NotFound
+from processor.runtime.ports import Answer, NotFound
 
 
 class HunterProvider(ClearbitProvider):

@@ -25,7 +25,7 @@ from confluent_kafka import (
 from processor.core.errors import ConfigError, DeliveryError, FatalError
 from processor.core.offsets import TopicPartition as TP
 from processor.core.records import Headers
-from processor.ports import DeliveryCallback
+from processor.runtime.ports import DeliveryCallback
 
 log = logging.getLogger(__name__)
 

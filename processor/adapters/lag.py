@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported with types
 
 from processor.core.offsets import TopicPartition as TP
-from processor.ports import Sensor
+from processor.runtime.ports import Sensor
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from processor import __version__
-from processor.core.outcomes import DEAD_LETTER_REASONS, Outcome, SkipReason
+from processor.core.enrichment.outcomes import DEAD_LETTER_REASONS, Outcome, SkipReason
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
 
 
 class PrometheusSensor:
-    """Implements ``processor.ports.Sensor`` with prometheus-client metrics."""
+    """Implements ``processor.runtime.ports.Sensor`` with prometheus-client metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None,
                  liveness_timeout: float = 60.0,

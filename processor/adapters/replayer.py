@@ -1,4 +1,4 @@
-"""The Kafka side of ``processor replay-dlq`` (see ``processor.replay`` for the contract)."""
+"""The Kafka side of ``processor replay-dlq`` (the contract: ``processor.entrypoints.replay``)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processor.bootstrap import kafka_config
 from processor.core.errors import DeliveryError
 from processor.core.records import HeaderValue, header_list
-from processor.pipeline import FAILED_AT_HEADER, REASON_HEADER
-from processor.replay import STAGE_HEADER_PREFIXES, ReplayFilter
-from processor.settings import Settings
+from processor.entrypoints.bootstrap import kafka_config
+from processor.entrypoints.replay import STAGE_HEADER_PREFIXES, ReplayFilter
+from processor.entrypoints.settings import Settings
+from processor.stages.enrichment.pipeline import FAILED_AT_HEADER, REASON_HEADER
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
-from processor.core.events import output_message_id
+from processor.core.enrichment.events import output_message_id
 from processor.devkit.bench import (
     Bench,
     Progress,

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from processor.devkit.broker import KAFKA_VERSION
-from processor.settings import Settings, env_name, load, parse_duration
+from processor.entrypoints.settings import Settings, env_name, load, parse_duration
 from tests.deploy.kustomize import build
 from tests.promtools import DEPLOY
 

@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from processor.settings import Settings, env_name, load, parse_duration
+from processor.entrypoints.settings import Settings, env_name, load, parse_duration
 from tests.deploy.kustomize import Obj, build
 from tests.promtools import DEPLOY
 

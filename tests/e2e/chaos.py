@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from processor.core.events import output_message_id
+from processor.core.enrichment.events import output_message_id
 from processor.devkit.samples import identify, person_email
 from tests.harness import API_KEY, Names, read_all
 

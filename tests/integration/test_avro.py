@@ -26,9 +26,9 @@ from processor.adapters.avro import (
     schema_text,
     subject_for,
 )
+from processor.core.enrichment.events import output_traits
+from processor.core.enrichment.mapping import to_traits
 from processor.core.errors import ConfigError, FatalError
-from processor.core.events import output_traits
-from processor.core.mapping import to_traits
 from processor.devkit.clearbit_records import company_record, person_record
 from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.registry import LocalRegistry

@@ -17,9 +17,9 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.parser import text_string_to_metric_families
 
-from processor.bootstrap import assemble
 from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.samples import identify, person_email
+from processor.entrypoints.bootstrap import assemble
 from tests.harness import (
     Names,
     caught_up,

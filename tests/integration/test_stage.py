@@ -9,8 +9,8 @@ import httpx
 import orjson
 import pytest
 
+from processor.core.enrichment.mapping import to_traits
 from processor.core.errors import ProviderAuthError
-from processor.core.mapping import to_traits
 from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.samples import identify, person_email
 from tests.harness import (

@@ -32,7 +32,15 @@ from processor.adapters.avro import (
     schema_text,
     subject_for,
 )
-from processor.codec import JsonCodec
+from processor.adapters.json_codec import JsonCodec
+from processor.core.enrichment.events import (
+    LookupRequest,
+    classify,
+    enriched_event,
+    output_traits,
+)
+from processor.core.enrichment.mapping import to_traits
+from processor.core.enrichment.outcomes import SkipReason
 from processor.core.errors import (
     AvroBadMagicByteError,
     AvroDecodeError,
@@ -40,14 +48,6 @@ from processor.core.errors import (
     DecodeError,
     FatalError,
 )
-from processor.core.events import (
-    LookupRequest,
-    classify,
-    enriched_event,
-    output_traits,
-)
-from processor.core.mapping import to_traits
-from processor.core.outcomes import SkipReason
 from processor.core.records import Record
 from processor.devkit.clearbit_records import company_record, person_record
 from processor.devkit.samples import identify, person_email

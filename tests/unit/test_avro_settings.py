@@ -8,9 +8,9 @@ import time
 import pytest
 
 from processor.adapters.avro import SchemaRegistry, SchemaRegistryError, codec_for
-from processor.codec import JsonCodec
+from processor.adapters.json_codec import JsonCodec
 from processor.core.errors import ConfigError, FatalError
-from processor.settings import Settings, env_name, load
+from processor.entrypoints.settings import Settings, env_name, load
 
 
 @pytest.fixture(autouse=True)

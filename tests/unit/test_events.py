@@ -10,14 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.core.emails import is_valid, normalise
-from processor.core.errors import (
-    InvalidEmailError,
-    InvalidFieldError,
-    MissingIdentityError,
-    RecordError,
-)
-from processor.core.events import (
+from processor.core.enrichment.emails import is_valid, normalise
+from processor.core.enrichment.events import (
     LookupRequest,
     classify,
     destination_enabled,
@@ -26,7 +20,13 @@ from processor.core.events import (
     output_message_id,
     output_traits,
 )
-from processor.core.outcomes import SkipReason
+from processor.core.enrichment.outcomes import SkipReason
+from processor.core.errors import (
+    InvalidEmailError,
+    InvalidFieldError,
+    MissingIdentityError,
+    RecordError,
+)
 from tests.fakes import identify
 
 
@@ -151,7 +151,7 @@ def test_classify_never_raises_anything_but_a_record_error(event: dict[str, Any]
 
 @given(st.text(max_size=120))
 def test_output_message_id_is_exactly_uuid5(seed: str) -> None:
-    from processor.core.events import _MESSAGE_ID_NAMESPACE
+    from processor.core.enrichment.events import _MESSAGE_ID_NAMESPACE
 
     expected = f"clearbit-{uuid.uuid5(_MESSAGE_ID_NAMESPACE, seed)}" if seed else None
     if expected:

@@ -40,19 +40,19 @@ def lines(stream: io.StringIO) -> list[str]:
 def test_json_when_not_on_a_terminal() -> None:
     out = io.StringIO()
     logs.configure("INFO", "auto", stream=out)
-    logging.getLogger("processor.stage").info("assigned %d partitions", 3)
+    logging.getLogger("processor.runtime.loop").info("assigned %d partitions", 3)
     (line,) = lines(out)
     record = json.loads(line)
     assert record["event"] == "assigned 3 partitions"
     assert record["level"] == "info"
-    assert record["logger"] == "processor.stage"
+    assert record["logger"] == "processor.runtime.loop"
     assert record["timestamp"].endswith("Z")
 
 
 def test_readable_lines_on_a_terminal() -> None:
     out = Terminal()
     logs.configure("INFO", "auto", stream=out)
-    logging.getLogger("processor.stage").warning("revoked %s", "in[0]")
+    logging.getLogger("processor.runtime.loop").warning("revoked %s", "in[0]")
     (line,) = lines(out)
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
@@ -81,7 +81,7 @@ def test_the_level_is_honoured() -> None:
 def test_no_email_or_key_in_messages_tracebacks_or_fields() -> None:
     out = io.StringIO()
     logs.configure("DEBUG", "json", stream=out)
-    log = logging.getLogger("processor.lookups")
+    log = logging.getLogger("processor.stages.enrichment.lookups")
     log.info("lookup for %s with %s", EMAIL, KEY)
     try:
         raise ValueError(f"provider refused {EMAIL} (key {KEY})")

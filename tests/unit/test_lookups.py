@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import pytest
 
-from processor.bootstrap import SystemClock
 from processor.core.backoff import Backoff
 from processor.core.errors import (
     LookupPendingError,
@@ -20,9 +19,10 @@ from processor.core.errors import (
     RetriesExhaustedError,
     TransientProviderError,
 )
-from processor.lookups import LookupPolicy, LookupPool
-from processor.memory import LookupResult
-from processor.ports import Answer, Found, NotFound, Queued
+from processor.entrypoints.bootstrap import SystemClock
+from processor.runtime.ports import Answer, Found, NotFound, Queued
+from processor.stages.enrichment.lookup_cache import LookupResult
+from processor.stages.enrichment.lookups import LookupPolicy, LookupPool
 from tests.fakes import RecordingSensor
 
 Script = Callable[[str, int], Answer]  # (email, attempt number) -> answer, or raises

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.core.mapping import flatten, snake_case, to_traits
+from processor.core.enrichment.mapping import flatten, snake_case, to_traits
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,18 @@ from __future__ import annotations
 import orjson
 
 from processor.adapters.cache_log import decode_entry, encode_entry
-from processor.codec import JsonCodec
+from processor.adapters.json_codec import JsonCodec
 from processor.core.cache import TTLCache
 from processor.core.errors import RetriesExhaustedError
-from processor.memory import ABSENT, Enriched, LookupMemory, Rejection, Remembered, shared_key
-from processor.ports import CacheEntry, Found, NotFound, Rejected
+from processor.runtime.ports import CacheEntry, Found, NotFound, Rejected
+from processor.stages.enrichment.lookup_cache import (
+    ABSENT,
+    Enriched,
+    LookupMemory,
+    Rejection,
+    Remembered,
+    shared_key,
+)
 from tests.fakes import FakeClock
 
 

@@ -7,12 +7,12 @@ from typing import Any
 import orjson
 import pytest
 
-from processor.codec import JsonCodec
+from processor.adapters.json_codec import JsonCodec
 from processor.core.cache import TTLCache
 from processor.core.errors import ProviderAuthError, RetriesExhaustedError
-from processor.memory import LookupMemory, LookupResult, Remembered
-from processor.pipeline import Pipeline, Topics
-from processor.ports import Found, NotFound, Rejected
+from processor.runtime.ports import Found, NotFound, Rejected
+from processor.stages.enrichment.lookup_cache import LookupMemory, LookupResult, Remembered
+from processor.stages.enrichment.pipeline import Pipeline, Topics
 from tests.fakes import FakeClock, FakeSink, RecordingSensor, identify, record
 
 TOPICS = Topics("identify.raw", "identify.enriched", "identify.dlq")

@@ -11,7 +11,6 @@ import pytest
 
 from processor.adapters.clearbit import ClearbitProvider
 from processor.adapters.hunter import HunterProvider
-from processor.bootstrap import SystemClock
 from processor.core.errors import (
     ProviderAuthError,
     QuotaExhaustedError,
@@ -19,7 +18,8 @@ from processor.core.errors import (
     TransientProviderError,
 )
 from processor.devkit.clearbit_server import ClearbitServer
-from processor.ports import Found, NotFound, Queued, Rejected
+from processor.entrypoints.bootstrap import SystemClock
+from processor.runtime.ports import Found, NotFound, Queued, Rejected
 
 KEY = "sk_test_local"
 CLIENTS = ["aiohttp", "httpx"]

@@ -21,14 +21,14 @@ from processor.adapters.avro import (
     traits_datum,
     typed_traits,
 )
-from processor.core.errors import InvalidFieldError, MissingIdentityError, RecordError
-from processor.core.events import (
+from processor.core.enrichment.events import (
     LookupRequest,
     classify,
     enriched_event,
     output_traits,
 )
-from processor.core.mapping import PREFIX, to_traits
+from processor.core.enrichment.mapping import PREFIX, to_traits
+from processor.core.errors import InvalidFieldError, MissingIdentityError, RecordError
 from processor.devkit.clearbit_records import company_record, person_record
 from processor.devkit.samples import demo_events, identify, person_email
 

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from processor.bootstrap import kafka_config
-from processor.cli import flag_fields, main
 from processor.core.errors import ConfigError
-from processor.settings import Settings, env_name, kafka_overrides, load, parse_duration
+from processor.entrypoints.bootstrap import kafka_config
+from processor.entrypoints.cli import flag_fields, main
+from processor.entrypoints.settings import Settings, env_name, kafka_overrides, load, parse_duration
 
 ISSUE_CONTRACT = {
     "KAFKA_BOOTSTRAP_SERVERS": "localhost:9092",
@@ -187,7 +187,7 @@ def test_flag_overrides_environment(monkeypatch: pytest.MonkeyPatch,
 def test_readme_documents_every_variable_with_its_default() -> None:
     from pathlib import Path
 
-    from processor.cli import _default_text
+    from processor.entrypoints.cli import _default_text
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for field, info in Settings.model_fields.items():

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from processor.codec import JsonCodec
+from processor.adapters.json_codec import JsonCodec
 from processor.core.cache import TTLCache
 from processor.core.errors import DeliveryError
-from processor.memory import LookupMemory, Remembered
-from processor.pipeline import Pipeline, Topics
-from processor.ports import Found
-from processor.signals import StopRequest
-from processor.stage import Stage, StageOptions
+from processor.runtime.loop import Stage, StageOptions
+from processor.runtime.ports import Found
+from processor.runtime.signals import StopRequest
+from processor.stages.enrichment.lookup_cache import LookupMemory, Remembered
+from processor.stages.enrichment.pipeline import Pipeline, Topics
 from tests.fakes import FakeClock, FakeSink, FakeSource, RecordingSensor, identify, record
 
 TP = ("identify.raw", 0)

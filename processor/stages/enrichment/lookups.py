@@ -35,8 +35,8 @@ from processor.core.errors import (
     TransientProviderError,
 )
 from processor.core.ratelimit import RateLimiter
-from processor.memory import LookupResult
-from processor.ports import Found, NotFound, Provider, Queued, Rejected, Sensor
+from processor.runtime.ports import Found, NotFound, Provider, Queued, Rejected, Sensor
+from processor.stages.enrichment.lookup_cache import LookupResult
 
 log = logging.getLogger(__name__)
 

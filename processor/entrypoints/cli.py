@@ -1,6 +1,6 @@
 """The ``processor`` command: ``run`` the stage (and tools around it).
 
-Every option of ``run`` is a field of ``processor.settings.Settings``: a flag
+Every option of ``run`` is a field of ``processor.entrypoints.settings.Settings``: a flag
 overrides its environment variable, and ``--help`` shows both and the default.
 Exit codes: 0 stopped cleanly, 2 configuration error, 3 fatal runtime error
 (the provider refused the key, Kafka could not confirm a delivery...).
@@ -18,8 +18,8 @@ from pydantic import SecretStr
 
 from processor import __version__
 from processor.core.errors import ConfigError, FatalError
-from processor.settings import Settings, env_name, load
-from processor.signals import StopRequest
+from processor.entrypoints.settings import Settings, env_name, load
+from processor.runtime.signals import StopRequest
 
 log = logging.getLogger("processor")
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_options(run)
     run.set_defaults(handler=_run)
 
-    from processor.replay import add_replay_command  # noqa: PLC0415 - keeps startup small
+    from processor.entrypoints.replay import add_replay_command  # noqa: PLC0415 - keeps startup small
 
     add_replay_command(commands)
     return parser
@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load(overrides(args))
     settings.check_api_key()
     from processor.adapters import logs  # noqa: PLC0415
-    from processor.bootstrap import assemble, preflight  # noqa: PLC0415 - Kafka only when needed
+    from processor.entrypoints.bootstrap import assemble, preflight  # noqa: PLC0415 - Kafka only when needed
 
     logs.configure(settings.log_level, settings.log_format)
     preflight(settings)

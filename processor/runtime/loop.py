@@ -27,11 +27,11 @@ from enum import Enum
 from processor.core.clock import Clock
 from processor.core.errors import DeliveryError, FatalError
 from processor.core.offsets import TopicPartition
-from processor.lookups import LookupPool
-from processor.memory import LookupMemory
-from processor.pipeline import Pipeline
-from processor.ports import Sensor, Source, TransactionalSink
-from processor.signals import StopRequest
+from processor.runtime.ports import Sensor, Source, TransactionalSink
+from processor.runtime.signals import StopRequest
+from processor.stages.enrichment.lookup_cache import LookupMemory
+from processor.stages.enrichment.lookups import LookupPool
+from processor.stages.enrichment.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

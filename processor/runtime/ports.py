@@ -2,7 +2,7 @@
 
 The pipeline and the lookup pool import only these Protocols, never
 ``confluent_kafka``, ``httpx`` or ``prometheus_client``; the composition root
-(``processor.bootstrap``) decides which concrete adapter stands behind each.
+(``processor.entrypoints.bootstrap``) decides which concrete adapter stands behind each.
 """
 
 from __future__ import annotations

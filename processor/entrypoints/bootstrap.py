@@ -10,20 +10,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from processor.adapters.clearbit import ClearbitProvider
+from processor.adapters.json_codec import JsonCodec
 from processor.adapters.kafka import KafkaSink, KafkaSource, verify_topics
 from processor.adapters.lag import LagMonitor
 from processor.adapters.prometheus import MetricsServer, PrometheusSensor
-from processor.codec import JsonCodec
 from processor.core.backoff import Backoff
 from processor.core.cache import TTLCache
 from processor.core.clock import Clock
-from processor.lookups import LookupPolicy, LookupPool
-from processor.memory import LookupMemory, Remembered
-from processor.pipeline import Pipeline, Topics
-from processor.ports import Codec, Provider
-from processor.settings import Delivery, ProviderName, Settings, kafka_overrides
-from processor.signals import StopRequest
-from processor.stage import Stage, StageOptions
+from processor.entrypoints.settings import Delivery, ProviderName, Settings, kafka_overrides
+from processor.runtime.loop import Stage, StageOptions
+from processor.runtime.ports import Codec, Provider
+from processor.runtime.signals import StopRequest
+from processor.stages.enrichment.lookup_cache import LookupMemory, Remembered
+from processor.stages.enrichment.lookups import LookupPolicy, LookupPool
+from processor.stages.enrichment.pipeline import Pipeline, Topics
 
 log = logging.getLogger(__name__)
 

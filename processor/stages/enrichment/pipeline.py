@@ -23,20 +23,21 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from processor.core.clock import Clock
-from processor.core.errors import FatalError, ProviderRejectedError, RecordError
-from processor.core.events import (
+from processor.core.enrichment.events import (
     LookupRequest,
     classify,
     enriched_event,
     output_key,
     output_message_id,
 )
+from processor.core.enrichment.outcomes import Outcome, SkipReason
+from processor.core.errors import FatalError, ProviderRejectedError, RecordError
 from processor.core.offsets import OffsetLedger, PartitionLedger, Slot, TopicPartition
-from processor.core.outcomes import Outcome, SkipReason
 from processor.core.records import Headers, SourceRecord, coordinates, header_list
 from processor.core.redact import redact
 from processor.core.sequencer import KeySequencer, Ticket
-from processor.memory import (
+from processor.runtime.ports import Codec, Sensor, Sink
+from processor.stages.enrichment.lookup_cache import (
     Absent,
     Enriched,
     LookupMemory,
@@ -44,7 +45,6 @@ from processor.memory import (
     Rejection,
     Remembered,
 )
-from processor.ports import Codec, Sensor, Sink
 
 ERROR_HEADER_PREFIX = "__connect.errors."
 REASON_HEADER = "__enrichment.errors.reason"

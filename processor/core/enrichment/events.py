@@ -23,13 +23,13 @@ import hashlib
 import uuid
 from typing import Any, NamedTuple
 
-from processor.core import emails
+from processor.core.enrichment import emails
+from processor.core.enrichment.outcomes import SkipReason
 from processor.core.errors import (
     InvalidEmailError,
     InvalidFieldError,
     MissingIdentityError,
 )
-from processor.core.outcomes import SkipReason
 
 DESTINATION = "Clearbit Enrichment"
 DESTINATION_ALIAS = "Clearbit"

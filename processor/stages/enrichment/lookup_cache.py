@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any, NamedTuple
 
-from processor.core import mapping
 from processor.core.cache import TTLCache
 from processor.core.clock import Clock
+from processor.core.enrichment import mapping
+from processor.core.enrichment.events import output_traits
 from processor.core.errors import FatalError, RecordError
-from processor.core.events import output_traits
 from processor.core.redact import redact
-from processor.ports import CacheEntry, Codec, Found, NotFound, Rejected, SharedCache
+from processor.runtime.ports import CacheEntry, Codec, Found, NotFound, Rejected, SharedCache
 
 
 class Enriched(NamedTuple):

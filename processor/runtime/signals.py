@@ -1,6 +1,6 @@
 """Stop requests from SIGTERM/SIGINT, installed before anything else starts.
 
-Standard library only, so ``processor.cli.main`` can install it before its
+Standard library only, so ``processor.entrypoints.cli.main`` can install it before its
 heavier imports: a SIGTERM while the process is still starting is then a clean
 stop (exit 0) rather than a kill.
 """

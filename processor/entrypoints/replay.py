@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from processor.core.errors import ConfigError
-from processor.settings import load
+from processor.entrypoints.settings import load
 
 STAGE_HEADER_PREFIXES = ("__connect.errors.", "__enrichment.errors.")
 

@@ -1,0 +1,1 @@
+"""The command, its settings and the composition root."""

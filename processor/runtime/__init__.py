@@ -1,0 +1,1 @@
+"""The stage runtime both stages share: the loop, its ports, signals."""

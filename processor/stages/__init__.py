@@ -1,0 +1,1 @@
+"""The stages: what each does to its records, on the shared runtime."""

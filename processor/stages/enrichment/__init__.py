@@ -1,0 +1,1 @@
+"""The enrichment stage: the pipeline, the lookup pool, the lookup cache."""
