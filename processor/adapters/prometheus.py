@@ -30,7 +30,8 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from processor import __version__
-from processor.core.enrichment.outcomes import DEAD_LETTER_REASONS, Outcome, SkipReason
+from processor.core.enrichment.outcomes import Outcome, SkipReason
+from processor.core.errors import dead_letter_reasons
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class PrometheusSensor:
         self._events.labels(Outcome.ENRICHED, "")
         for skip in SkipReason:
             self._events.labels(Outcome.SKIPPED, skip)
-        for reason in DEAD_LETTER_REASONS:
+        for reason in dead_letter_reasons():
             self._events.labels(Outcome.DEAD_LETTERED, reason)
         for result in ("hit", "miss", "coalesced"):
             self._cache.labels(result)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -16,36 +16,30 @@ from confluent_kafka import (
 
 from processor.core.errors import DeliveryError
 from processor.core.records import HeaderValue, header_list
-from processor.entrypoints.bootstrap import kafka_config
-from processor.entrypoints.replay import STAGE_HEADER_PREFIXES, ReplayFilter
-from processor.entrypoints.settings import Settings
-from processor.stages.enrichment.pipeline import FAILED_AT_HEADER, REASON_HEADER
+from processor.core.replay import ReplayFilter, ReplayResult
+from processor.runtime.dead_letters import DeadLetterHeaders
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ReplayResult:
-    read: int = 0
-    moved: int = 0
-    passed_over: int = 0
-
-
 class Replayer:
-    def __init__(self, settings: Settings, group: str) -> None:
-        self._settings = settings
-        consumer_config, _ = kafka_config(settings, "consumer")
-        consumer_config.update({"group.id": group, "enable.auto.commit": False,
-                                "auto.offset.reset": "earliest",
-                                "enable.partition.eof": True})
-        producer_config, _ = kafka_config(settings, "producer")
-        producer_config.pop("transactional.id", None)
-        producer_config.pop("transaction.timeout.ms", None)
+    """Moves dead letters of ``dlq_topic`` back to ``input_topic`` as replay group ``group``."""
+
+    def __init__(self, *, consumer_config: dict[str, Any], producer_config: dict[str, Any],
+                 group: str, dlq_topic: str, input_topic: str,
+                 headers: DeadLetterHeaders) -> None:
+        self._dlq_topic = dlq_topic
+        self._input_topic = input_topic
+        self._headers = headers
+        consumer_config = {**consumer_config, "group.id": group, "enable.auto.commit": False,
+                           "auto.offset.reset": "earliest", "enable.partition.eof": True}
+        producer_config = {k: v for k, v in producer_config.items()
+                           if not k.startswith("transaction")}
         self._consumer = Consumer(consumer_config)
         self._producer = Producer(producer_config)
 
     def run(self, accept: ReplayFilter, *, from_beginning: bool, dry_run: bool) -> ReplayResult:
-        topic = self._settings.dlq_topic
+        topic = self._dlq_topic
         metadata = self._consumer.list_topics(topic, timeout=30)
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
         result = ReplayResult()
@@ -87,8 +81,8 @@ class Replayer:
               dry_run: bool) -> None:
         headers = header_list(message.headers())
         found = dict(headers)
-        reason = _text(found.get(REASON_HEADER))
-        failed_at = _text(found.get(FAILED_AT_HEADER))
+        reason = _text(found.get(self._headers.reason))
+        failed_at = _text(found.get(self._headers.failed_at))
         written_ms = int(failed_at) if failed_at.isdigit() else message.timestamp()[1]
         if not accept.accepts(reason, written_ms):
             result.passed_over += 1
@@ -96,8 +90,8 @@ class Replayer:
         result.moved += 1
         if dry_run:
             return
-        original = [(k, v) for k, v in headers if not k.startswith(STAGE_HEADER_PREFIXES)]
-        self._producer.produce(self._settings.input_topic, message.value(), message.key(),
+        original = self._headers.original(headers)
+        self._producer.produce(self._input_topic, message.value(), message.key(),
                                headers=original or None, on_delivery=_raise_on_failure)
 
     def _checkpoint(self, topic: str, positions: dict[int, int], dry_run: bool) -> None:

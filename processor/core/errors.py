@@ -184,3 +184,16 @@ class AvroDecodeError(DecodeError):
     invalid UTF-8, or a JSON-text field that is not JSON."""
 
     reason = "avro_decode_error"
+
+
+def dead_letter_reasons() -> tuple[str, ...]:
+    """Every reason a dead letter can carry: the ``reason`` of each ``RecordError`` class,
+    in the order they are defined (for metrics pre-registration and documentation)."""
+    found: dict[str, None] = {}
+    pending: list[type[RecordError]] = [RecordError]
+    while pending:
+        cls = pending.pop(0)
+        if cls is not RecordError:
+            found[cls.reason] = None
+        pending.extend(cls.__subclasses__())
+    return tuple(found)

@@ -20,28 +20,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from processor.core.errors import ConfigError
+from processor.core.replay import ReplayFilter
 from processor.entrypoints.settings import load
-
-STAGE_HEADER_PREFIXES = ("__connect.errors.", "__enrichment.errors.")
-
-
-@dataclass(frozen=True)
-class ReplayFilter:
-    reasons: frozenset[str] = frozenset()
-    since_ms: int | None = None
-    until_ms: int | None = None
-
-    def accepts(self, reason: str, dead_lettered_ms: int) -> bool:
-        if self.reasons and reason not in self.reasons:
-            return False
-        if self.since_ms is not None and dead_lettered_ms < self.since_ms:
-            return False
-        return self.until_ms is None or dead_lettered_ms < self.until_ms
+from processor.runtime.dead_letters import ENRICHMENT
 
 
 def _moment(text: str) -> int:
@@ -76,12 +61,16 @@ def add_replay_command(commands: Any) -> None:
 
 def _replay(args: argparse.Namespace) -> int:
     from processor.adapters.replayer import Replayer  # noqa: PLC0415 - Kafka only when used
+    from processor.entrypoints.bootstrap import kafka_config  # noqa: PLC0415
 
     settings = load({})
     group = args.replay_group or f"{settings.group_id}-dlq-replay"
     if args.since and args.until and args.since >= args.until:
         raise ConfigError("--since must be before --until")
-    replayer = Replayer(settings, group)
+    replayer = Replayer(consumer_config=kafka_config(settings, "consumer")[0],
+                        producer_config=kafka_config(settings, "producer")[0], group=group,
+                        dlq_topic=settings.dlq_topic, input_topic=settings.input_topic,
+                        headers=ENRICHMENT)
     try:
         result = replayer.run(ReplayFilter(frozenset(args.reason), args.since, args.until),
                               from_beginning=args.from_beginning, dry_run=args.dry_run)

@@ -24,21 +24,3 @@ class SkipReason(StrEnum):
     NO_EMAIL = "no_email"
     NOT_FOUND = "not_found"
     TOMBSTONE = "tombstone"
-
-
-# Dead-letter reason codes are the ``reason`` class attributes of the
-# ``RecordError`` subclasses in ``processor.core.errors``; this tuple lists them
-# for documentation, metrics pre-registration and the replay filter.
-DEAD_LETTER_REASONS: tuple[str, ...] = (
-    "not_json",
-    "not_an_object",
-    "invalid_field",
-    "missing_identity",
-    "invalid_email",
-    "provider_rejected",
-    "retries_exhausted",
-    "lookup_pending_timeout",
-    "avro_bad_magic_byte",
-    "avro_unknown_schema",
-    "avro_decode_error",
-)

@@ -33,9 +33,9 @@ from processor.core.enrichment.events import (
 from processor.core.enrichment.outcomes import Outcome, SkipReason
 from processor.core.errors import FatalError, ProviderRejectedError, RecordError
 from processor.core.offsets import OffsetLedger, PartitionLedger, Slot, TopicPartition
-from processor.core.records import Headers, SourceRecord, coordinates, header_list
-from processor.core.redact import redact
+from processor.core.records import Headers, SourceRecord, coordinates
 from processor.core.sequencer import KeySequencer, Ticket
+from processor.runtime.dead_letters import ENRICHMENT
 from processor.runtime.ports import Codec, Sensor, Sink
 from processor.stages.enrichment.lookup_cache import (
     Absent,
@@ -45,11 +45,6 @@ from processor.stages.enrichment.lookup_cache import (
     Rejection,
     Remembered,
 )
-
-ERROR_HEADER_PREFIX = "__connect.errors."
-REASON_HEADER = "__enrichment.errors.reason"
-FAILED_AT_HEADER = "__enrichment.errors.timestamp"
-
 
 
 class Topics(NamedTuple):
@@ -231,16 +226,7 @@ class Pipeline:
         slot.done = True
 
     def _dead_letter(self, slot: Slot, record: SourceRecord, error: RecordError) -> None:
-        headers = header_list(record.headers())
-        headers += [
-            (ERROR_HEADER_PREFIX + "topic", (record.topic() or "").encode()),
-            (ERROR_HEADER_PREFIX + "partition", str(record.partition()).encode()),
-            (ERROR_HEADER_PREFIX + "offset", str(record.offset()).encode()),
-            (ERROR_HEADER_PREFIX + "exception.class.name", _class_name(error).encode()),
-            (ERROR_HEADER_PREFIX + "exception.message", redact(error.message).encode()),
-            (REASON_HEADER, error.reason.encode()),
-            (FAILED_AT_HEADER, str(int(self._now * 1000)).encode()),
-        ]
+        headers = ENRICHMENT.build(record, error, int(self._now * 1000))
         self._counts[(Outcome.DEAD_LETTERED, error.reason)] += 1
         self._emit(slot, record, (self._topics.dead_letter, record.key(), record.value(), headers))
 
@@ -336,7 +322,3 @@ class _Delivery:
 def _is_done(slot: Slot) -> bool:
     return slot.done
 
-
-def _class_name(error: Exception) -> str:
-    cls = type(error)
-    return f"{cls.__module__}.{cls.__qualname__}"
