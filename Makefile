@@ -38,8 +38,9 @@ prometheus: ## prometheus and promtool (Debian's package) for the dashboard, ale
 run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker + Clearbit-compatible server + sample events + processor (FORMAT=avro: in Avro)
 	$(PY) -m processor.devkit.demo --format $(FORMAT)
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the import contracts of pyproject.toml (lint-imports)
 	$(BIN)/ruff check processor tests
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import selectors
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -29,13 +31,41 @@ class FakeClock:
         self.now += seconds
 
 
+class _FastForwardSelector(selectors.DefaultSelector):
+    """Waits only for real I/O: a wait for a timer moves the fake clock instead."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def select(self, timeout: float | None = None) -> Any:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:  # nothing scheduled: wait for a call from another thread
+            return super().select(None)
+        self._clock.advance(timeout)
+        return super().select(0)
+
+
+class FakeTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a ``FakeClock``: sleeps and timers take no real time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(_FastForwardSelector(clock))
+        self._fake_clock = clock
+
+    def time(self) -> float:
+        return self._fake_clock.monotonic()
+
+
 class FakeSink:
     """Records what was produced; deliveries are confirmed by ``deliver`` (or ``fail``)."""
 
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
         self._pending: list[DeliveryCallback | None] = []
-        self.failures: list[str] = []
+        self.refused: list[str] = []
         self.flushes = 0
         self.refuse = False  # the broker refuses whatever is delivered from now on
 
@@ -90,17 +120,23 @@ class FakeSource:
     def __init__(self, batches: list[list[Record]], partitions: list[tuple[str, int]]) -> None:
         self.batches = list(batches)
         self.partitions = partitions
+        self.polls = 0
+        # Called before each poll: the stage's tests stop it after some turns this way.
+        self.before_poll: Any = None
         self.paused = False
         self.stored: dict[tuple[str, int], int] = {}
         self.committed_positions: dict[tuple[str, int], int] = {}
         self.closed = False
         self._revoke: Any = None
 
-    def subscribe(self, topic: str, on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+    def subscribe(self, topics: Any, on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self._revoke = on_revoke
         on_assign(self.partitions)
 
     def poll(self, max_records: int, timeout: float) -> list[Record]:
+        self.polls += 1
+        if self.before_poll is not None:
+            self.before_poll(self.polls)
         return self.batches.pop(0) if self.batches else []
 
     def assignment(self) -> list[tuple[str, int]]:
@@ -220,3 +256,29 @@ def record(value: Any, offset: int = 0, partition: int = 0, key: bytes | None = 
     raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
     return Record(topic, partition, offset, raw, key=key, headers=headers,
                   timestamp_ms=timestamp_ms)
+
+
+class FakeLookups:
+    """A lookup pool that records what it is asked; with ``answer``, it answers at once."""
+
+    def __init__(self, answer: Any = None) -> None:
+        self.submitted: list[str] = []
+        self.done: list[tuple[str, Any]] = []
+        self._answer = answer
+
+    def start(self) -> None: ...
+
+    def submit(self, emails: list[str]) -> None:
+        self.submitted += emails
+        if self._answer is not None:
+            self.done += [(e, self._answer(e)) for e in emails]
+
+    def take_completed(self) -> list[tuple[str, Any]]:
+        done, self.done = self.done, []
+        return done
+
+    @property
+    def has_completed(self) -> bool:
+        return bool(self.done)
+
+    def stop(self, timeout: float = 5.0) -> None: ...

@@ -16,6 +16,7 @@ import orjson
 
 from processor.adapters.http import TRANSPORTS, HttpAnswer, HttpTransport
 from processor.core.clock import Clock
+from processor.core.enrichment.answers import Answer, Found, NotFound, Queued, Rejected
 from processor.core.errors import (
     ProviderAuthError,
     QuotaExhaustedError,
@@ -23,7 +24,6 @@ from processor.core.errors import (
     TransientProviderError,
 )
 from processor.core.redact import redact
-from processor.runtime.ports import Answer, Found, NotFound, Queued, Rejected
 
 COMBINED_PATH = "/v2/combined/find"
 USER_AGENT = "clearbit-enrichment-stage/0.1 (+kafka)"
@@ -83,15 +83,15 @@ class ClearbitProvider:
     def __init__(self, *, base_url: str, api_key: str, timeout: float, max_connections: int,
                  clock: Clock, extra_params: Mapping[str, str] | None = None,
                  path: str = COMBINED_PATH, auth_header: tuple[str, str] | None = None,
-                 client: str = "aiohttp") -> None:
+                 client: str = "aiohttp", transport: HttpTransport | None = None) -> None:
         self._clock = clock
         self._path = path
         self._params = dict(extra_params or {})
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         name, value = auth_header or ("Authorization", f"Bearer {api_key}")
         headers[name] = value
-        self._http: HttpTransport = TRANSPORTS[client](base_url, headers, timeout,
-                                                       max_connections)
+        self._http: HttpTransport = transport or TRANSPORTS[client](base_url, headers, timeout,
+                                                                    max_connections)
 
     async def find(self, email: str) -> Answer:
         return self._answer(await self._http.get(self._path, {**self._params, "email": email}))

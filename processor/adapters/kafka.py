@@ -9,7 +9,7 @@ to know confluent-kafka's error codes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -96,7 +96,7 @@ class KafkaSource:
         self._consumer = _client(Consumer, full, sources)
         self.paused = False
 
-    def subscribe(self, topic: str, on_assign: RebalanceCallback,
+    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback,
                   on_revoke: RebalanceCallback, on_lost: RebalanceCallback) -> None:
         def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             consumer.incremental_assign(partitions)
@@ -111,7 +111,7 @@ class KafkaSource:
         def lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
             on_lost([(p.topic, p.partition) for p in partitions])
 
-        self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
+        self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def poll(self, max_records: int, timeout: float) -> list[Message]:
         """Up to ``max_records`` records; client-level errors are logged or raised.
@@ -193,7 +193,7 @@ class KafkaSink:
     def __init__(self, config: Mapping[str, Any], sources: Mapping[str, str]) -> None:
         # Refusals of records produced without a callback of their own (the transactional
         # path, where the commit confirms them); the others report to their callback.
-        self.failures: list[str] = []
+        self.refused: list[str] = []
         self._producer = _client(Producer, {"error_cb": _on_error,
                                             "on_delivery": self._failed, **config}, sources)
         self.transactional = "transactional.id" in config
@@ -220,7 +220,7 @@ class KafkaSink:
 
     def _failed(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self.failures.append(f"{message.topic()}: {error.str()}")
+            self.refused.append(f"{message.topic()}: {error.str()}")
 
     def poll(self, timeout: float) -> None:
         self._producer.poll(timeout)

@@ -13,11 +13,9 @@ The same port answers ``/healthz`` (the main loop turned recently) and
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -30,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from processor import __version__
+from processor.adapters.library_internals import observe_many
+from processor.core.clock import Clock, SystemClock
 from processor.core.enrichment.outcomes import Outcome, SkipReason
 from processor.core.errors import dead_letter_reasons
 
@@ -38,39 +38,19 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
-def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
-    """``histogram.observe(v)`` for every value, with one locked update per bucket.
-
-    Relies on prometheus-client's internals (``_upper_bounds``, ``_buckets``, ``_sum``),
-    pinned below 0.27 in pyproject; a test compares it with per-value ``observe``."""
-    bounds: list[float] = histogram._upper_bounds
-    counts = [0] * len(bounds)
-    total = 0.0
-    for raw in values:
-        value = max(0.0, raw)
-        total += value
-        counts[bisect.bisect_left(bounds, value)] += 1
-    for bucket, count in zip(histogram._buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
-    histogram._sum.inc(total)
-
-
 class PrometheusSensor:
     """Implements ``processor.runtime.ports.Sensor`` with prometheus-client metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None,
                  liveness_timeout: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 wall_time: Callable[[], float] = time.time) -> None:
+                 clock: Clock | None = None) -> None:
         # No `*_created` gauge beside every counter and histogram: in Prometheus' text
         # format each is a series of its own, doubling the count for nothing a
         # dashboard uses. (A process-wide switch of prometheus-client, set here
         # rather than at import time.)
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
         self.registry = registry or CollectorRegistry()
-        self._monotonic = monotonic
-        self._wall_time = wall_time
+        self._clock = clock = clock or SystemClock()
         r = self.registry
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, registry=r)
@@ -131,7 +111,7 @@ class PrometheusSensor:
         self._providers: set[str] = set()
         self._lock = threading.Lock()
         self._liveness_timeout = liveness_timeout
-        self._heartbeat = monotonic()
+        self._heartbeat = clock.monotonic()
         self.alive = False
         self.is_ready = False
         self._precreate()
@@ -160,7 +140,7 @@ class PrometheusSensor:
 
     def consumed(self, count: int) -> None:
         self._consumed.inc(count)
-        self._heartbeat = self._monotonic()
+        self._heartbeat = self._clock.monotonic()
 
     def outcomes(self, counts: dict[tuple[str, str], int]) -> None:
         for (outcome, reason), n in counts.items():
@@ -200,7 +180,7 @@ class PrometheusSensor:
     def buffered(self, records: int, paused: bool) -> None:
         self._buffered.set(records)
         self._paused.set(1 if paused else 0)
-        self._heartbeat = self._monotonic()
+        self._heartbeat = self._clock.monotonic()
 
     def end_to_end(self, seconds: Sequence[float]) -> None:
         # One observation per event took 7% of the cached path (profiled): a batch is
@@ -223,19 +203,19 @@ class PrometheusSensor:
             for (topic, partition), value in lags.items():
                 self._lag.labels(topic, str(partition)).set(value)
             self._lag_series = current
-            self._lag_measured.set(self._wall_time())
+            self._lag_measured.set(self._clock.time())
 
     def state(self, alive: bool, ready: bool) -> None:
         self.alive = alive
         self.is_ready = ready
         self._ready.set(1 if ready and alive else 0)
-        self._heartbeat = self._monotonic()
+        self._heartbeat = self._clock.monotonic()
 
     # --- probes ----------------------------------------------------------------
 
     def live(self) -> bool:
         """The main loop runs and turned within ``liveness_timeout`` (a stuck loop is dead)."""
-        return self.alive and self._monotonic() - self._heartbeat < self._liveness_timeout
+        return self.alive and self._clock.monotonic() - self._heartbeat < self._liveness_timeout
 
     def ready(self) -> bool:
         """Live, and a member of the group with its assignment (possibly empty) received."""

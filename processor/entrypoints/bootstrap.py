@@ -4,7 +4,6 @@ concrete adapter; nothing else creates a client, a metric or reads the environme
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,26 +15,17 @@ from processor.adapters.lag import LagMonitor
 from processor.adapters.prometheus import MetricsServer, PrometheusSensor
 from processor.core.backoff import Backoff
 from processor.core.cache import TTLCache
-from processor.core.clock import Clock
+from processor.core.clock import Clock, SystemClock
+from processor.core.enrichment.answers import Remembered
 from processor.entrypoints.settings import Delivery, ProviderName, Settings, kafka_overrides
 from processor.runtime.loop import Stage, StageOptions
-from processor.runtime.ports import Codec, Provider
 from processor.runtime.signals import StopRequest
-from processor.stages.enrichment.lookup_cache import LookupMemory, Remembered
+from processor.stages.enrichment.lookup_cache import LookupCache
 from processor.stages.enrichment.lookups import LookupPolicy, LookupPool
 from processor.stages.enrichment.pipeline import Pipeline, Topics
+from processor.stages.enrichment.ports import Codec, Provider
 
 log = logging.getLogger(__name__)
-
-
-class SystemClock:
-    """The real clock (``processor.core.clock.Clock``)."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
 
 
 def kafka_config(settings: Settings, client: str, environ: Mapping[str, str] | None = None
@@ -71,6 +61,43 @@ def kafka_config(settings: Settings, client: str, environ: Mapping[str, str] | N
             sources["transactional.id"] = "PROCESSOR_TRANSACTIONAL_ID"
     extra, extra_sources = kafka_overrides(client, environ)
     return {**base, **extra}, {**sources, **extra_sources}
+
+
+def codec_for(settings: Settings, clock: Clock) -> Codec:
+    """The codec ``PROCESSOR_INPUT_FORMAT`` and ``PROCESSOR_OUTPUT_FORMAT`` ask for. With
+    Avro on either side the registry is asked now, so that a wrong URL, a refused key or an
+    incompatible schema stops the start with a message rather than the first record."""
+    json_codec = JsonCodec()
+    if settings.input_format == "json" and settings.output_format == "json":
+        return json_codec
+    # Avro only: the registry client and fastavro are not imported otherwise.
+    from processor.adapters.avro.codec import Decoder, Encoder, FormatCodec  # noqa: PLC0415
+    from processor.adapters.avro.reader import AvroReader  # noqa: PLC0415
+    from processor.adapters.avro.registry import SchemaRegistry  # noqa: PLC0415
+    from processor.adapters.avro.writer import EnrichedWriter  # noqa: PLC0415
+
+    registry = SchemaRegistry(registry_config(settings))
+    decoder: Decoder = json_codec
+    encoder: Encoder = json_codec
+    if settings.input_format == "avro":
+        registry.probe()
+        decoder = AvroReader(registry, clock=clock)
+    if settings.output_format == "avro":
+        writer = EnrichedWriter(registry, auto_register=settings.schema_registry_auto_register)
+        writer.register(settings.output_topic)
+        encoder = writer
+    return FormatCodec(decoder, encoder)
+
+
+def registry_config(settings: Settings) -> dict[str, Any]:
+    """The schema registry client's configuration."""
+    config: dict[str, Any] = {"url": settings.schema_registry_url}
+    user_info = settings.schema_registry_basic_auth_user_info.get_secret_value()
+    if user_info:
+        config["basic.auth.user.info"] = user_info
+    if settings.schema_registry_ca_location:
+        config["ssl.ca.location"] = settings.schema_registry_ca_location
+    return config
 
 
 def provider_factory(settings: Settings, clock: Clock) -> Callable[[], Provider]:
@@ -117,14 +144,11 @@ def assemble(settings: Settings, clock: Clock | None = None,
     clock = clock or SystemClock()
     # First: with Avro it asks the schema registry, and a refusal must stop the start
     # before any Kafka client exists.
-    codec: Codec = JsonCodec()
-    if "avro" in (settings.input_format, settings.output_format):
-        from processor.adapters.avro import codec_for  # noqa: PLC0415 - Avro only
-
-        codec = codec_for(settings)
+    codec = codec_for(settings, clock)
     # A revoke or a drain can hold the loop for up to the shutdown timeout: liveness
     # must not kill the pod in the middle of one.
-    sensor = PrometheusSensor(liveness_timeout=max(60.0, settings.shutdown_timeout + 30.0))
+    sensor = PrometheusSensor(liveness_timeout=max(60.0, settings.shutdown_timeout + 30.0),
+                              clock=clock)
     exactly_once = settings.delivery is Delivery.EXACTLY_ONCE
 
     consumer_config, consumer_sources = kafka_config(settings, "consumer", environ)
@@ -135,14 +159,14 @@ def assemble(settings: Settings, clock: Clock | None = None,
     sink = KafkaSink(producer_config, producer_sources)
 
     policy = LookupPolicy(
-        workers=settings.max_in_flight,
+        max_in_flight=settings.max_in_flight,
         rate_limit_per_minute=settings.provider_rate_limit,
         max_attempts=settings.max_attempts,
         retry_deadline=settings.retry_deadline,
         backoff=Backoff(),
         breaker_threshold=settings.breaker_threshold,
         breaker_reset=settings.breaker_reset,
-        quota_probe_interval=settings.quota_retry_interval,
+        quota_retry_interval=settings.quota_retry_interval,
         queued_retry_delay=settings.queued_retry_interval,
         queued_deadline=settings.queued_deadline,
     )
@@ -155,23 +179,23 @@ def assemble(settings: Settings, clock: Clock | None = None,
                           if not k.startswith("transaction")}
         shared = KafkaCacheLog(settings.cache_topic, consumer_config, plain_producer,
                                timeout=settings.startup_timeout)
-    memory = LookupMemory(cache=TTLCache[Remembered](settings.cache_max_entries, clock),
+    memory = LookupCache(cache=TTLCache[Remembered](settings.cache_max_entries, clock),
                           codec=codec, clock=clock, found_ttl=settings.cache_ttl,
                           not_found_ttl=settings.not_found_ttl, shared=shared)
     pipeline = Pipeline(
         topics=Topics(settings.input_topic, settings.output_topic, settings.dlq_topic),
-        codec=codec, sink=sink, submit=lookups.submit, sensor=sensor, clock=clock,
+        codec=codec, sink=sink, lookups=lookups, sensor=sensor, clock=clock,
         memory=memory, transactional=exactly_once,
     )
     lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval,
                      auto_offset_reset=settings.auto_offset_reset)
     options = StageOptions(
-        input_topic=settings.input_topic, max_batch=settings.max_batch,
+        input_topics=(settings.input_topic,), max_batch=settings.max_batch,
         max_buffered=settings.max_buffered, commit_interval=settings.commit_interval,
         shutdown_timeout=settings.shutdown_timeout, transactional=exactly_once,
     )
     stage = Stage(options=options, source=source, sink=sink, pipeline=pipeline,
-                  lookups=lookups, memory=memory, sensor=sensor, clock=clock,
+                  sensor=sensor, clock=clock,
                   on_assignment=lag.owned, stop=stop)
     metrics = (MetricsServer(sensor, settings.metrics_host, settings.metrics_port)
                if settings.metrics_port else None)

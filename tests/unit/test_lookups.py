@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from processor.core.backoff import Backoff
+from processor.core.enrichment.answers import Answer, Found, NotFound, Queued
 from processor.core.errors import (
     LookupPendingError,
     ProviderAuthError,
@@ -19,11 +20,12 @@ from processor.core.errors import (
     RetriesExhaustedError,
     TransientProviderError,
 )
-from processor.entrypoints.bootstrap import SystemClock
-from processor.runtime.ports import Answer, Found, NotFound, Queued
 from processor.stages.enrichment.lookup_cache import LookupResult
 from processor.stages.enrichment.lookups import LookupPolicy, LookupPool
-from tests.fakes import RecordingSensor
+from tests.fakes import FakeClock, FakeTimeLoop, RecordingSensor
+
+# Shared by a test's provider and pool; each test moves it forward from where it is.
+CLOCK = FakeClock()
 
 Script = Callable[[str, int], Answer]  # (email, attempt number) -> answer, or raises
 
@@ -31,8 +33,10 @@ Script = Callable[[str, int], Answer]  # (email, attempt number) -> answer, or r
 class FakeProvider:
     name = "fake"
 
-    def __init__(self, script: Script, latency: float = 0.0) -> None:
+    def __init__(self, script: Script, latency: float = 0.0,
+                 clock: FakeClock | None = None) -> None:
         self.script = script
+        self.clock = clock or CLOCK
         self.latency = latency
         self.calls: Counter[str] = Counter()
         self.concurrent = 0
@@ -42,7 +46,7 @@ class FakeProvider:
 
     async def find(self, email: str) -> Answer:
         self.calls[email] += 1
-        self.times.append(time.monotonic())
+        self.times.append(self.clock.monotonic())
         self.concurrent += 1
         self.peak = max(self.peak, self.concurrent)
         try:
@@ -64,7 +68,7 @@ def run_pool(provider: FakeProvider, emails: list[str], timeout: float = 10.0,
     sensor = RecordingSensor()
     options = {**FAST, **policy}
     pool = LookupPool(lambda: provider, LookupPolicy(**options),  # type: ignore[arg-type]
-                      SystemClock(), sensor)
+                      provider.clock, sensor, loop_factory=lambda: FakeTimeLoop(provider.clock))
     pool.start()
     results: dict[str, LookupResult] = {}
     try:
@@ -82,7 +86,7 @@ def run_pool(provider: FakeProvider, emails: list[str], timeout: float = 10.0,
 def test_bounded_concurrency() -> None:
     provider = FakeProvider(lambda e, n: Found({"id": e}, None), latency=0.02)
     emails = [f"u{i}@example.com" for i in range(100)]
-    results, sensor = run_pool(provider, emails, workers=8)
+    results, sensor = run_pool(provider, emails, max_in_flight=8)
     assert len(results) == 100
     assert provider.peak == 8
     assert max(sensor.in_flight) == 8
@@ -117,13 +121,13 @@ def test_circuit_opens_and_stops_calls() -> None:
 
     provider = FakeProvider(down)
     emails = [f"u{i}@example.com" for i in range(20)]
-    started = time.monotonic()
-    results, sensor = run_pool(provider, emails, workers=1, max_attempts=1000,
+    started = CLOCK.monotonic()
+    results, sensor = run_pool(provider, emails, max_in_flight=1, max_attempts=1000,
                                retry_deadline=0.5, breaker_threshold=3, breaker_reset=10.0)
     assert len(results) == 20
     assert all(isinstance(r, RetriesExhaustedError) for r in results.values())
     # Records turned away by the open circuit waited out their deadline, not the circuit.
-    assert time.monotonic() - started < 5
+    assert CLOCK.monotonic() - started < 5
     # Three failures opened the circuit; during its 10 s nothing else was called.
     assert sum(provider.calls.values()) == 3
     assert 2 in sensor.circuit_states
@@ -133,7 +137,7 @@ def test_rate_limit_429_holds_the_whole_pool_and_is_never_a_dead_letter() -> Non
     state = {"limited_until": 0.0}
 
     def limited(email: str, attempt: int) -> Answer:
-        now = time.monotonic()
+        now = CLOCK.monotonic()
         if not state["limited_until"]:
             state["limited_until"] = now + 0.3
         if now < state["limited_until"]:
@@ -142,7 +146,7 @@ def test_rate_limit_429_holds_the_whole_pool_and_is_never_a_dead_letter() -> Non
 
     provider = FakeProvider(limited)
     emails = [f"u{i}@example.com" for i in range(10)]
-    results, sensor = run_pool(provider, emails, workers=10)
+    results, sensor = run_pool(provider, emails, max_in_flight=10)
     assert all(isinstance(r, Found) for r in results.values())
     # After the first 429 everyone waited: at most the requests already on their way
     # (one per worker) hit the limit.
@@ -154,22 +158,22 @@ def test_rate_limit_429_holds_the_whole_pool_and_is_never_a_dead_letter() -> Non
 def test_client_side_rate_limit_spaces_requests() -> None:
     provider = FakeProvider(lambda e, n: NotFound())
     emails = [f"u{i}@example.com" for i in range(6)]
-    run_pool(provider, emails, workers=6, rate_limit_per_minute=1200.0)  # one per 50 ms
+    run_pool(provider, emails, max_in_flight=6, rate_limit_per_minute=1200.0)  # one per 50 ms
     gaps = [b - a for a, b in itertools.pairwise(provider.times)]
     assert min(gaps) >= 0.045
 
 
 def test_quota_exhausted_pauses_and_probes_without_dead_letters() -> None:
-    state = {"until": time.monotonic() + 0.4}
+    state = {"until": CLOCK.monotonic() + 0.4}
 
     def quota(email: str, attempt: int) -> Answer:
-        if time.monotonic() < state["until"]:
+        if CLOCK.monotonic() < state["until"]:
             raise QuotaExhaustedError("402")
         return Found({"id": email}, None)
 
     provider = FakeProvider(quota)
     emails = [f"u{i}@example.com" for i in range(5)]
-    results, sensor = run_pool(provider, emails, workers=5, quota_probe_interval=0.1)
+    results, sensor = run_pool(provider, emails, max_in_flight=5, quota_retry_interval=0.1)
     assert all(isinstance(r, Found) for r in results.values())
     assert sensor.quota == {"fake": False}
     # While exhausted, only probes went out (about one per interval), not every record.
@@ -183,7 +187,7 @@ def test_queued_202_is_asked_again_later_without_holding_a_worker() -> None:
         return Found({"id": email}, None)
 
     provider = FakeProvider(queued)
-    results, _ = run_pool(provider, ["queued@example.com", "b@example.com"], workers=1,
+    results, _ = run_pool(provider, ["queued@example.com", "b@example.com"], max_in_flight=1,
                           queued_retry_delay=0.2)
     assert isinstance(results["queued@example.com"], Found)
     assert provider.calls["queued@example.com"] == 3
@@ -211,8 +215,8 @@ def test_every_submitted_email_completes_exactly_once(workers: int) -> None:
     provider = FakeProvider(lambda e, n: NotFound(), latency=0.001)
     emails = [f"u{i}@example.com" for i in range(200)]
     sensor = RecordingSensor()
-    pool = LookupPool(lambda: provider, LookupPolicy(workers=workers, **FAST),  # type: ignore[arg-type]
-                      SystemClock(), sensor)
+    pool = LookupPool(lambda: provider, LookupPolicy(max_in_flight=workers, **FAST),  # type: ignore[arg-type]
+                      provider.clock, sensor, loop_factory=lambda: FakeTimeLoop(provider.clock))
     pool.start()
     seen: deque[str] = deque()
     try:

@@ -17,12 +17,20 @@ Two delivery modes share it:
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from processor.core.clock import Clock
+from processor.core.enrichment.answers import (
+    Enriched,
+    LookupResult,
+    NotFound,
+    Rejected,
+    Remembered,
+)
 from processor.core.enrichment.events import (
     LookupRequest,
     classify,
@@ -33,27 +41,20 @@ from processor.core.enrichment.events import (
 from processor.core.enrichment.outcomes import Outcome, SkipReason
 from processor.core.errors import FatalError, ProviderRejectedError, RecordError
 from processor.core.offsets import OffsetLedger, PartitionLedger, Slot, TopicPartition
-from processor.core.records import Headers, SourceRecord, coordinates
+from processor.core.records import SourceRecord, coordinates
 from processor.core.sequencer import KeySequencer, Ticket
 from processor.runtime.dead_letters import ENRICHMENT
-from processor.runtime.ports import Codec, Sensor, Sink
-from processor.stages.enrichment.lookup_cache import (
-    Absent,
-    Enriched,
-    LookupMemory,
-    LookupResult,
-    Rejection,
-    Remembered,
-)
+from processor.runtime.ports import Output, Sink
+from processor.stages.enrichment.lookup_cache import LookupCache
+from processor.stages.enrichment.ports import Codec, EnrichmentSensor, Lookups
+
+log = logging.getLogger(__name__)
 
 
 class Topics(NamedTuple):
     input: str
     output: str
     dead_letter: str
-
-
-Output = tuple[str, bytes | None, bytes | None, Headers | None]
 
 
 class _Waiting:
@@ -87,16 +88,16 @@ class Pipeline:
         topics: Topics,
         codec: Codec,
         sink: Sink,
-        submit: Callable[[list[str]], None],
-        sensor: Sensor,
+        lookups: Lookups,
+        sensor: EnrichmentSensor,
         clock: Clock,
-        memory: LookupMemory,
+        memory: LookupCache,
         transactional: bool = False,
     ) -> None:
         self._topics = topics
         self._codec = codec
         self._sink = sink
-        self._submit = submit
+        self._lookups = lookups
         self._sensor = sensor
         self._clock = clock
         self._memory = memory
@@ -107,10 +108,34 @@ class Pipeline:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._latencies: list[float] = []
         # Deliveries the broker refused for good; the stage stops on the first one.
-        self.failures: list[str] = []
+        self.refused: list[str] = []
         self._now_iso = ""
         self._now = 0.0
-        self.failure: FatalError | None = None
+        self.fatal: FatalError | None = None
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        loaded = self._memory.load()
+        if loaded:
+            log.info("cache: %d remembered lookups loaded from the shared cache", loaded)
+        self._lookups.start()
+
+    def stop(self) -> None:
+        self._lookups.stop()
+        self._memory.close()
+
+    def poll_timeout(self) -> float:
+        if self._lookups.has_completed:
+            return 0.0
+        return 0.01 if self._waiting else 0.1
+
+    def pump(self) -> None:
+        self.on_lookups(self._lookups.take_completed())
+        self._memory.refresh()
+
+    def assigned(self, tps: list[TopicPartition]) -> None:
+        """Nothing to prepare: the lookup cache is not per partition."""
 
     # --- intake -----------------------------------------------------------------
 
@@ -161,7 +186,7 @@ class Pipeline:
         self._sensor.consumed(len(records))
         self._sensor.cache(hits, misses, coalesced)
         if to_submit:
-            self._submit(to_submit)
+            self._lookups.submit(to_submit)
 
     def on_lookups(self, completed: list[tuple[str, LookupResult]]) -> None:
         """Take finished lookups from the pool: cache them, release their records."""
@@ -208,17 +233,17 @@ class Pipeline:
             event = enriched_event(request, result.traits, message_id, self._now_iso)
             value = self._codec.encode(event, self._topics.output)
             self._counts[(Outcome.ENRICHED, "")] += 1
-            self._emit(slot, record, (self._topics.output, key, value, None))
-        elif isinstance(result, Absent):
+            self._emit(slot, record, Output(self._topics.output, key, value, None))
+        elif isinstance(result, NotFound):
             self._skip(slot, SkipReason.NOT_FOUND)
-        elif isinstance(result, Rejection):
+        elif isinstance(result, Rejected):
             error = ProviderRejectedError(f"provider answered 422: {result.message}", record)
             self._dead_letter(slot, record, error)
         elif isinstance(result, RecordError):
             self._dead_letter(slot, record, result.with_record(record))
         else:
             # Fatal (the key was refused): leave the slot undone so nothing past it commits.
-            self.failure = self.failure or result
+            self.fatal = self.fatal or result
 
     def _skip(self, slot: Slot, reason: SkipReason) -> None:
         self._counts[(Outcome.SKIPPED, reason)] += 1
@@ -228,7 +253,8 @@ class Pipeline:
     def _dead_letter(self, slot: Slot, record: SourceRecord, error: RecordError) -> None:
         headers = ENRICHMENT.build(record, error, int(self._now * 1000))
         self._counts[(Outcome.DEAD_LETTERED, error.reason)] += 1
-        self._emit(slot, record, (self._topics.dead_letter, record.key(), record.value(), headers))
+        self._emit(slot, record,
+                   Output(self._topics.dead_letter, record.key(), record.value(), headers))
 
     def _emit(self, slot: Slot, record: SourceRecord, output: Output) -> None:
         if self._transactional:
@@ -236,12 +262,12 @@ class Pipeline:
             slot.done = True
             return
         slot.payload = None
-        topic, key, value, headers = output
         # A small callable per output marks its slot done when the broker confirms it
         # (measured: 1.5 us an event). Confirming in bulk with a blocking flush at each
         # checkpoint was tried and measured worse: the stage and the broker then took
         # turns instead of working at the same time (0.67 of a core used, 22k events/s).
-        self._sink.produce(topic, key, value, headers, _Delivery(slot, self.failures))
+        self._sink.produce(output.topic, output.key, output.value, output.headers,
+                           _Delivery(slot, self.refused))
         input_ms = record.timestamp()[1]
         if input_ms > 0:
             self._latencies.append(self._now - input_ms / 1000)
@@ -306,17 +332,17 @@ class Pipeline:
 class _Delivery:
     """The delivery report of one output: its slot is done once the broker has it."""
 
-    __slots__ = ("failures", "slot")
+    __slots__ = ("refused", "slot")
 
-    def __init__(self, slot: Slot, failures: list[str]) -> None:
+    def __init__(self, slot: Slot, refused: list[str]) -> None:
         self.slot = slot
-        self.failures = failures
+        self.refused = refused
 
     def __call__(self, error: Any, message: Any) -> None:
         if error is None:
             self.slot.done = True
         else:
-            self.failures.append(f"{message.topic() if message else '?'}: {error}")
+            self.refused.append(f"{message.topic() if message else '?'}: {error}")
 
 
 def _is_done(slot: Slot) -> bool:
