@@ -17,7 +17,13 @@ from processor.core.backoff import Backoff
 from processor.core.cache import TTLCache
 from processor.core.clock import Clock, SystemClock
 from processor.core.enrichment.answers import Remembered
-from processor.entrypoints.settings import Delivery, ProviderName, Settings, kafka_overrides
+from processor.entrypoints.settings import (
+    Delivery,
+    ProviderName,
+    Settings,
+    StageSettings,
+    kafka_overrides,
+)
 from processor.runtime.loop import Stage, StageOptions
 from processor.runtime.signals import StopRequest
 from processor.stages.enrichment.lookup_cache import LookupCache
@@ -28,7 +34,7 @@ from processor.stages.enrichment.ports import Codec, Provider
 log = logging.getLogger(__name__)
 
 
-def kafka_config(settings: Settings, client: str, environ: Mapping[str, str] | None = None
+def kafka_config(settings: StageSettings, client: str, environ: Mapping[str, str] | None = None
                  ) -> tuple[dict[str, Any], dict[str, str]]:
     """librdkafka configuration for ``client``: our defaults, then the pass-through."""
     base: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers,

@@ -19,7 +19,7 @@ import re
 import socket
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -78,19 +78,16 @@ def _env(name: str, default: Any, description: str, **constraints: Any) -> Any:
     return Field(default, validation_alias=name, description=description, **constraints)
 
 
-class Settings(BaseSettings):
+class StageSettings(BaseSettings):
+    """What every stage's runtime reads: the cluster, the group, delivery, the loop's
+    bounds, and operations. Each stage's settings add their own fields."""
+
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True,
                                       hide_input_in_errors=True, validate_default=True)
 
     # --- Kafka --------------------------------------------------------------------
     bootstrap_servers: str = _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
                                   "Kafka brokers, host:port[,host:port...]", min_length=1)
-    input_topic: Topic = _env("PROCESSOR_INPUT_TOPIC", "identify.raw",
-                              "topic of raw Segment Identify events")
-    output_topic: Topic = _env("PROCESSOR_OUTPUT_TOPIC", "identify.enriched",
-                               "topic for the enriched Identify events")
-    dlq_topic: Topic = _env("PROCESSOR_DLQ_TOPIC", "identify.dlq",
-                            "dead-letter topic: records that cannot be processed, with why")
     group_id: str = _env("PROCESSOR_GROUP_ID", "clearbit-enrichment", "consumer group id",
                          min_length=1)
     delivery: Delivery = _env("PROCESSOR_DELIVERY", Delivery.AT_LEAST_ONCE,
@@ -113,6 +110,37 @@ class Settings(BaseSettings):
     shutdown_timeout: Duration = _env("PROCESSOR_SHUTDOWN_TIMEOUT", "20s",
                                       "on SIGTERM or a revoke: time for in-flight records "
                                       "to finish before they are left for a later run")
+
+    # --- operations -------------------------------------------------------------------
+    metrics_port: int = _env("PROCESSOR_METRICS_PORT", 9108,
+                             "port of /metrics, /healthz and /readyz (0: off)", ge=0, le=65535)
+    metrics_host: str = _env("PROCESSOR_METRICS_HOST", "0.0.0.0",  # noqa: S104 - scraped from outside the pod
+                             "address the metrics port binds to")
+    lag_interval: Duration = _env("PROCESSOR_LAG_INTERVAL", "5s",
+                                  "how often consumer lag is measured", gt=0)
+    log_level: str = _env("PROCESSOR_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR",
+                          pattern="^(?i:debug|info|warning|error)$")
+    log_format: LogFormat = _env("PROCESSOR_LOG_FORMAT", LogFormat.AUTO,
+                                 "auto (JSON unless on a terminal), json or console")
+
+    @property
+    def effective_transactional_id(self) -> str:
+        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
+
+
+S = TypeVar("S", bound=StageSettings)
+
+
+class Settings(StageSettings):
+    """The enrichment stage's settings (``processor run``)."""
+
+    # --- topics -------------------------------------------------------------------
+    input_topic: Topic = _env("PROCESSOR_INPUT_TOPIC", "identify.raw",
+                              "topic of raw Segment Identify events")
+    output_topic: Topic = _env("PROCESSOR_OUTPUT_TOPIC", "identify.enriched",
+                               "topic for the enriched Identify events")
+    dlq_topic: Topic = _env("PROCESSOR_DLQ_TOPIC", "identify.dlq",
+                            "dead-letter topic: records that cannot be processed, with why")
 
     # --- lookups --------------------------------------------------------------------
     provider: ProviderName = _env("PROCESSOR_PROVIDER", ProviderName.CLEARBIT,
@@ -168,18 +196,6 @@ class Settings(BaseSettings):
                             "compacted topic that keeps the cache across restarts and "
                             "shares it between replicas ('': off)")
 
-    # --- operations -------------------------------------------------------------------
-    metrics_port: int = _env("PROCESSOR_METRICS_PORT", 9108,
-                             "port of /metrics, /healthz and /readyz (0: off)", ge=0, le=65535)
-    metrics_host: str = _env("PROCESSOR_METRICS_HOST", "0.0.0.0",  # noqa: S104 - scraped from outside the pod
-                             "address the metrics port binds to")
-    lag_interval: Duration = _env("PROCESSOR_LAG_INTERVAL", "5s",
-                                  "how often consumer lag is measured", gt=0)
-    log_level: str = _env("PROCESSOR_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR",
-                          pattern="^(?i:debug|info|warning|error)$")
-    log_format: LogFormat = _env("PROCESSOR_LOG_FORMAT", LogFormat.AUTO,
-                                 "auto (JSON unless on a terminal), json or console")
-
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.cache_topic:
@@ -217,10 +233,6 @@ class Settings(BaseSettings):
         if self.provider is ProviderName.HUNTER:
             return self.hunter_rate_limit_per_minute
         return self.rate_limit_per_minute
-
-    @property
-    def effective_transactional_id(self) -> str:
-        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
 
     # --- formats (Avro) -------------------------------------------------------------------
     input_format: str = _env("PROCESSOR_INPUT_FORMAT", "json",
@@ -265,26 +277,33 @@ class Settings(BaseSettings):
         return self
 
 
-def env_name(field: str) -> str:
-    alias = Settings.model_fields[field].validation_alias
+def env_name(field: str, kind: type[StageSettings] | None = None) -> str:
+    alias = (kind or Settings).model_fields[field].validation_alias
     return str(alias)
 
 
 def load(overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Read and validate settings; ``ConfigError`` names the variable to fix."""
+    """Read and validate the enrichment stage's settings; ``ConfigError`` names the
+    variable to fix."""
+    return load_as(Settings, overrides)
+
+
+def load_as(kind: type[S], overrides: Mapping[str, Any] | None = None) -> S:
+    """Read and validate one stage's settings; ``ConfigError`` names the variable to fix."""
     try:
-        return Settings(**dict(overrides or {}))
+        return kind(**dict(overrides or {}))
     except ValidationError as error:
-        raise ConfigError(describe(error)) from None
+        raise ConfigError(describe(error, kind)) from None
 
 
-def describe(error: ValidationError) -> str:
+def describe(error: ValidationError, kind: type[StageSettings] | None = None) -> str:
     """One line per problem, each naming the environment variable."""
+    kind = kind or Settings
     lines = []
     for problem in error.errors(include_url=False, include_input=False):
         message = str(problem["msg"]).removeprefix("Value error, ")
         where = problem["loc"][0] if problem["loc"] else ""
-        name = env_name(str(where)) if where in Settings.model_fields else str(where)
+        name = env_name(str(where), kind) if where in kind.model_fields else str(where)
         lines.append(f"{name}: {message}" if name else message)
     return "\n".join(lines)
 
