@@ -12,7 +12,8 @@ from processor.adapters.clearbit import ClearbitProvider
 from processor.adapters.json_codec import JsonCodec
 from processor.adapters.kafka import KafkaSink, KafkaSource, verify_topics
 from processor.adapters.lag import LagMonitor
-from processor.adapters.prometheus import MetricsServer, PrometheusSensor
+from processor.adapters.prometheus import PrometheusSensor
+from processor.adapters.runtime_metrics import MetricsServer
 from processor.core.backoff import Backoff
 from processor.core.cache import TTLCache
 from processor.core.clock import Clock, SystemClock

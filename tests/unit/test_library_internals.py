@@ -15,7 +15,7 @@ from processor.adapters.library_internals import (
     observe_many,
     registry_transport_error,
 )
-from processor.adapters.prometheus import LATENCY_BUCKETS
+from processor.adapters.runtime_metrics import LATENCY_BUCKETS
 
 
 def test_the_registry_client_raises_httpx_transport_errors() -> None:

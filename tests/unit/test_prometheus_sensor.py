@@ -9,7 +9,8 @@ import prometheus_client
 import pytest
 from prometheus_client.exposition import generate_latest
 
-from processor.adapters.prometheus import MetricsServer, PrometheusSensor
+from processor.adapters.prometheus import PrometheusSensor
+from processor.adapters.runtime_metrics import MetricsServer
 from tests.fakes import FakeClock
 
 # Every label the sensor may use: none can carry an email, a user id or a key.
