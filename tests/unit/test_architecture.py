@@ -1,6 +1,8 @@
 """The layering rule, enforced: a pure core, adapters at the edge, one composition root.
 
-* ``processor.core`` imports only the standard library, pydantic, and itself.
+* ``processor.core`` imports only the standard library, pydantic, and itself; the
+  conversions domain also the pure libraries it is built on (CEL, phone numbers, YAML),
+  and neither domain imports the other.
 * The service layer (pipeline, lookups, stage, ports, codec) never imports a
   Kafka, HTTP or metrics library: those live in ``processor.adapters``.
 * Nothing in the package reads the environment or builds a client at import
@@ -41,13 +43,23 @@ def test_the_rule_sees_the_core() -> None:
     assert len(core_files()) >= 10
 
 
+# Pure libraries (no I/O, no global state) the conversions domain is written with.
+CONVERSIONS_LIBRARIES = {"cel", "phonenumbers", "yaml"}
+DOMAINS = ("enrichment", "conversions")
+
+
 @pytest.mark.parametrize("path", core_files(), ids=lambda p: p.name)
 def test_core_imports_only_stdlib_and_validation(path: Path) -> None:
+    domain = next((d for d in DOMAINS if d in path.parts), None)
     for module in imported_roots(path):
         root = module.split(".")[0]
         allowed = (root in sys.stdlib_module_names or root == "pydantic"
-                   or module.startswith("processor.core"))
+                   or module.startswith("processor.core")
+                   or (domain == "conversions" and root in CONVERSIONS_LIBRARIES))
         assert allowed, f"processor/core/{path.name} imports {module}"
+        others = [d for d in DOMAINS if d != domain]
+        assert not any(module.startswith(f"processor.core.{d}") for d in others), (
+            f"processor/core/{path.name} imports {module}: domains stay apart")
 
 
 @pytest.mark.parametrize("name", SERVICE_LAYER)
