@@ -47,6 +47,9 @@ COOKIE_TYPES = (ClickType.FBC, ClickType.FBP)
 GOOGLE_TYPES = (ClickType.GCLID, ClickType.GBRAID, ClickType.WBRAID)
 """Google takes exactly one of these; on equal times the first in this order."""
 
+DEFAULT_TTL_MS = 90 * 86_400_000
+"""How long a click is kept: Google's longest click-through window, and the age of the
+_fbc cookie Meta's own parameter builder sets."""
 MAX_VALUE_LENGTH = 1024
 _QUERY_NAMES = {t.value: t for t in QUERY_TYPES}
 _BY_NAME = {t.value: t for t in ClickType}

@@ -88,9 +88,9 @@ def _referenced(tokens: list[tuple[str, str]]) -> tuple[frozenset[str], frozense
         member = i > 0 and tokens[i - 1][1] == "."
         if member and text in _MACROS:
             following = tokens[i + 1:i + 4]
-            if ([t for _, t in following[:1]] == ["("] and len(following) == 3
-                    and following[1][0] == "ident" and following[2][1] == ","):
-                bound.add(following[1][1])
+            texts = [t for _, t in following]
+            if texts[:1] == ["("] and texts[2:3] == [","] and following[1][0] == "ident":
+                bound.add(texts[1])
         elif not member and text == VARIABLE:
             traits.add(_trait_name(tokens, i))
     return frozenset(traits), frozenset(bound)
