@@ -4,6 +4,7 @@
 
     ProcessorError                  base of everything below
     ├── ConfigError                 a setting is wrong; the CLI prints one line, exit 2
+    │   └── AudienceError           the conversions audiences file is wrong (names the audience)
     ├── FatalError                  the stage must stop; nothing in flight is committed
     │   ├── ProviderAuthError       the provider refused the key (401/403)
     │   └── DeliveryError           an output or dead letter could not be delivered
@@ -49,6 +50,11 @@ class ProcessorError(Exception):
 
 class ConfigError(ProcessorError):
     """A setting is missing or invalid. The message names the variable and what to fix."""
+
+
+class AudienceError(ConfigError):
+    """The audiences file of the conversions stage cannot be used. The message names the
+    file and the audience, and says what to fix."""
 
 
 class FatalError(ProcessorError):
