@@ -1,6 +1,6 @@
 """Runs an API double (``processor.devkit.api_double``): in a background thread for tests
 (``DoubleServer``, which the Meta and Google servers subclass), or as a command that prints
-its base URL when ready and stops on SIGTERM or SIGINT (``run_command``), with the
+its base URL when ready and stops on SIGTERM or SIGINT (``command_main``), with the
 command-line options every fake server shares.
 """
 
@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -216,12 +216,24 @@ def _fault_arg(text: str) -> Fault:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
-def run_command(platform: Platform, args: argparse.Namespace) -> int:
-    """A fake server's command line, once its arguments are parsed: log to stderr, print
-    the base URL when ready, serve until SIGTERM or SIGINT."""
+def command_main(argv: Sequence[str] | None, *, prog: str, description: str,
+                 add_arguments: Callable[[argparse.ArgumentParser], None],
+                 platform: Callable[[argparse.Namespace], Platform]) -> int:
+    """A fake server's command line: the shared options and ``add_arguments``'s, the
+    platform built from them (a ValueError is a usage error), then serve: log to stderr,
+    print the base URL when ready, stop on SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog=prog, description=f"{description} Prints its base "
+                                     "URL on one line when ready; stop it with SIGTERM or "
+                                     "Ctrl-C.")
+    add_double_arguments(parser)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        service = DoubleService(platform(args), double_settings(args))
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = DoubleService(platform, double_settings(args))
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -68,8 +68,7 @@ from processor.devkit.api_double import (
 )
 from processor.devkit.api_double_runner import (
     DoubleServer,
-    add_double_arguments,
-    run_command,
+    command_main,
 )
 
 DEFAULT_TOKEN = "meta-test-token"  # noqa: S105 - the local fake's token, no secret
@@ -391,29 +390,20 @@ class MetaServer(DoubleServer[MetaPlatform]):
         return self.script(**{k: v for k, v in knobs.items() if v is not None})
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m processor.devkit.meta_server",
-        description="A Meta-compatible Conversions API server for local runs and tests. "
-                    "Prints its base URL on one line when ready; stop it with SIGTERM or Ctrl-C.")
-    add_double_arguments(parser)
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the accepted access token")
     parser.add_argument("--query-auth", choices=QUERY_AUTH_POLICIES, default="accept",
                         help="a token in the URL: accepted (and flagged in the log) or refused")
     parser.add_argument("--token-error-status", type=int, choices=(400, 401), default=400,
                         help="HTTP status of code 190 (Graph sends 400; default %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        args.meta = MetaSettings(args.token, cast(QueryAuth, args.query_auth),
-                                 args.token_error_status)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
-    return run_command(MetaPlatform(args.meta), args)
+    return command_main(
+        argv, prog="python -m processor.devkit.meta_server",
+        description="A Meta-compatible Conversions API server for local runs and tests.",
+        add_arguments=_arguments, platform=lambda args: MetaPlatform(MetaSettings(
+            args.token, cast(QueryAuth, args.query_auth), args.token_error_status)))
 
 
 if __name__ == "__main__":

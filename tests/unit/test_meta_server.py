@@ -12,12 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,8 +21,8 @@ import pytest
 
 from processor.devkit.api_double import Fault
 from processor.devkit.meta_server import DEFAULT_TOKEN, MetaServer
+from tests.devkit_cli import help_text, serving
 
-ROOT = Path(__file__).resolve().parents[2]
 PIXEL = "1234567890"
 EMAIL_HASH = hashlib.sha256(b"ann@initech.example").hexdigest()
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
@@ -557,28 +553,17 @@ def test_bad_settings_are_refused(server: MetaServer) -> None:
 
 
 def test_the_command_line_help() -> None:
-    done = subprocess.run([sys.executable, "-m", "processor.devkit.meta_server", "--help"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
+    text = help_text("processor.devkit.meta_server")
     for option in ("--port", "--token", "--query-auth", "--fault", "--rate-limit",
                    "--clock-offset", "--latency-ms"):
-        assert option in done.stdout
+        assert option in text
 
 
 def test_the_command_line_prints_its_url_and_stops_on_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "processor.devkit.meta_server", "--port", "0",
-         "--token", "cli-token", "--fault", '{"status": 503, "request": 2}'],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        target = f"{url}/v24.0/{PIXEL}/events"
+    with serving("processor.devkit.meta_server", "--token", "cli-token",
+                 "--fault", '{"status": 503, "request": 2}') as served:
+        target = f"{served.url}/v24.0/{PIXEL}/events"
         headers = {"Authorization": "Bearer cli-token"}
         assert httpx.post(target, headers=headers, json={"data": [event()]}).status_code == 200
         assert httpx.post(target, headers=headers, json={"data": [event()]}).status_code == 503
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=10)
-    assert process.returncode == 0, err
-    assert "cli-token" not in err
+    assert "cli-token" not in served.stderr
