@@ -173,9 +173,11 @@ class DoubleServer(Generic[PlatformT]):
                               ready.set_result)
         try:
             asyncio.run(main())
-        except Exception as error:  # noqa: BLE001 - handed to start(), which raises it
+        except Exception as error:  # handed to start(), which raises it, or logged
             if not ready.done():
                 ready.set_exception(error)
+            else:
+                log.exception("the %s server failed", self._platform.name)
 
 
 def add_double_arguments(parser: argparse.ArgumentParser) -> None:

@@ -74,6 +74,8 @@ DEFAULT_CLIENT_SECRET = "local-client-secret"  # noqa: S105
 DEFAULT_REFRESH_TOKEN = "local-refresh-token"  # noqa: S105
 DEFAULT_DEVELOPER_TOKEN = "local-developer-token"  # noqa: S105
 DEFAULT_TOKEN_LIFETIME = 3599
+# Data Manager's own limit per Cloud project: ``rate_limits={"datamanager": ...}`` to have it.
+DATAMANAGER_RATE_LIMIT = 300
 SCOPES = "https://www.googleapis.com/auth/datamanager https://www.googleapis.com/auth/adwords"
 ADS_VERSION = re.compile(r"v\d+")
 
