@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import selectors
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -285,3 +285,100 @@ class FakeLookups:
         return bool(self.done)
 
     def stop(self, timeout: float = 5.0) -> None: ...
+
+
+class MemoryStore:
+    """One partition of a state store in a dict; writes return their changelog record."""
+
+    def __init__(self, changelog: str, partition: int) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self._changelog = changelog
+        self._partition = partition
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> Any:
+        from processor.runtime.ports import Output
+
+        self.data[key] = value
+        return Output(self._changelog, key, value, None, self._partition)
+
+    def delete(self, key: bytes) -> Any:
+        from processor.runtime.ports import Output
+
+        self.data.pop(key, None)
+        return Output(self._changelog, key, None, None, self._partition)
+
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return iter(sorted((k, v) for k, v in self.data.items() if k.startswith(prefix)))
+
+
+class MemoryStores:
+    """A named store over partitions, in memory; ``close(clean=False)`` forgets the data
+    (as a real store wipes files it cannot trust), ``restore`` replays a changelog."""
+
+    def __init__(self, name: str, changelog: str) -> None:
+        self.name = name
+        self.changelog = changelog
+        self.open: dict[int, MemoryStore] = {}
+        self.closed: list[tuple[list[int], bool]] = []
+
+    def partition(self, partition: int) -> MemoryStore:
+        if partition not in self.open:
+            self.open[partition] = MemoryStore(self.changelog, partition)
+        return self.open[partition]
+
+    def close(self, partitions: list[int], clean: bool) -> None:
+        self.closed.append((list(partitions), clean))
+        for p in partitions:
+            self.open.pop(p, None)
+
+    def owned(self) -> list[int]:
+        return sorted(self.open)
+
+    def estimated_records(self) -> int:
+        return sum(len(s.data) for s in self.open.values())
+
+
+class ConversionRecorder(RecordingSensor):
+    """The conversions stage's sensor hooks, remembered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_topic: Counter[str] = Counter()
+        self.clicks: Counter[str] = Counter()
+        self.links = 0
+        self.entered: Counter[str] = Counter()
+        self.skips: Counter[tuple[str, str]] = Counter()
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self.written: Counter[str] = Counter()
+        self.restores: list[tuple[str, int, float]] = []
+        self.state_counts: dict[str, int] = {}
+
+    def records(self, counts: dict[str, int]) -> None:
+        self.by_topic.update(counts)
+
+    def clicks_captured(self, counts: dict[str, int]) -> None:
+        self.clicks.update(counts)
+
+    def identity_links(self, count: int) -> None:
+        self.links += count
+
+    def entries(self, counts: dict[str, int]) -> None:
+        self.entered.update(counts)
+
+    def skipped(self, counts: dict[tuple[str, str], int]) -> None:
+        self.skips.update(counts)
+
+    def match_keys_dropped(self, counts: dict[tuple[str, str], int]) -> None:
+        self.dropped.update(counts)
+
+    def conversions_written(self, counts: dict[str, int]) -> None:
+        self.written.update(counts)
+
+    def restored(self, store: str, records: int, seconds: float) -> None:
+        self.restores.append((store, records, seconds))
+
+    def state_records(self, store: str, records: int) -> None:
+        self.state_counts[store] = records

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import (
     OFFSET_INVALID,
@@ -78,6 +78,44 @@ def verify_topics(config: Mapping[str, Any], topics: Mapping[str, str], timeout:
         raise ConfigError("\n".join(f"{line} on the cluster at {config.get('bootstrap.servers')}; "
                                     "create it first (the processor does not create topics)"
                                     for line in missing))
+
+
+class TopicInfo(NamedTuple):
+    partitions: int
+    cleanup_policy: str
+
+
+def describe_topics(config: Mapping[str, Any], topics: Sequence[str], timeout: float
+                    ) -> dict[str, TopicInfo | None]:
+    """Partition count and cleanup policy of each topic (None: it does not exist)."""
+    # ConfigResource is public but missing from the package's exports for mypy.
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415
+        AdminClient,
+        ConfigResource,
+    )
+
+    admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
+    admin = AdminClient(admin_config)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as error:
+        raise FatalError(
+            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
+            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error})") from None
+    found: dict[str, TopicInfo | None] = {}
+    existing = [t for t in topics
+                if t in metadata.topics and metadata.topics[t].error is None]
+    policies: dict[str, str] = {}
+    if existing:
+        futures = admin.describe_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in existing])
+        for resource, future in futures.items():
+            entry = future.result(timeout=timeout).get("cleanup.policy")
+            policies[resource.name] = entry.value if entry is not None else "delete"
+    for topic in topics:
+        found[topic] = (TopicInfo(len(metadata.topics[topic].partitions), policies[topic])
+                        if topic in policies else None)
+    return found
 
 
 class KafkaSource:

@@ -19,7 +19,8 @@
     │   ├── InvalidEmailError       the email is not a syntactically valid address
     │   ├── ProviderRejectedError   the provider answered 422 for this email
     │   ├── RetriesExhaustedError   a retryable failure outlived its retries or deadline
-    │   └── LookupPendingError      the provider kept answering 202 past the deadline
+    │   ├── LookupPendingError      the provider kept answering 202 past the deadline
+    │   └── UnreadableInternalError a repartition record the conversions stage cannot read
     └── ProviderError               a lookup attempt failed (handled inside the lookup pool)
         ├── TransientProviderError  timeout, 5xx, connection error: retry with backoff
         ├── RateLimitedError        429: the whole pool waits until ``retry_at``
@@ -133,6 +134,12 @@ class LookupPendingError(RecordError):
     """The provider kept the lookup queued (202) past the configured deadline."""
 
     reason = "lookup_pending_timeout"
+
+
+class UnreadableInternalError(RecordError):
+    """A record on the conversions stage's own repartition topics that it cannot read."""
+
+    reason = "unreadable_internal"
 
 
 class ProviderError(ProcessorError):

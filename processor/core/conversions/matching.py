@@ -253,6 +253,16 @@ class MatchKeys:
         return cls(side("meta", META_KEYS), side("google", GOOGLE_KEYS))
 
 
+def touched(traits: Mapping[str, Any], user_id: str | None = None) -> frozenset[tuple[str, str]]:
+    """The (platform, key) pairs an identify with these traits sets or clears: what a
+    later merge must replace, whether the new value hashed or was dropped."""
+    found = {(key.platform.value, key.name) for names, made in _SOURCES.items()
+             if any(n in traits for n in names) for key in made}
+    if isinstance(user_id, str) and user_id:
+        found.add((_EXTERNAL_ID.platform.value, _EXTERNAL_ID.name))
+    return frozenset(found)
+
+
 def match_keys(traits: Mapping[str, Any], user_id: str | None = None,
                region: str = DEFAULT_REGION) -> KeysUpdate:
     """The match keys of one identify's traits, from nothing."""
