@@ -87,3 +87,15 @@ def test_the_build_context_holds_what_the_build_copies() -> None:
         for source in sources:
             assert source.rstrip("/") in allowed, source
             assert (REPO / source).exists(), source
+
+
+def test_the_wheel_leaves_the_dev_kit_out_and_its_data_exists() -> None:
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert not [p for p in setuptools["packages"] if p.startswith("processor.devkit")]
+    # Only the data listed below is shipped; each pattern names files that exist.
+    assert setuptools["include-package-data"] is False
+    for package, patterns in setuptools["package-data"].items():
+        folder = REPO / setuptools["package-dir"].get(package, package.replace(".", "/"))
+        for pattern in patterns:
+            assert "devkit" not in pattern, pattern
+            assert list(folder.glob(pattern)), f"{package}: {pattern} matches no file"
