@@ -64,14 +64,17 @@ class FakeSink:
 
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
+        self.partitions: list[int] = []  # the partition asked for, for each of ``produced``
         self._pending: list[DeliveryCallback | None] = []
         self.refused: list[str] = []
         self.flushes = 0
         self.refuse = False  # the broker refuses whatever is delivered from now on
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
+                headers: Headers | None, on_delivery: DeliveryCallback | None,
+                partition: int = -1) -> None:
         self.produced.append((topic, key, value, headers))
+        self.partitions.append(partition)
         self._pending.append(on_delivery)
 
     def deliver(self) -> None:

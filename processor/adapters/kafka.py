@@ -205,14 +205,15 @@ class KafkaSink:
                 raise FatalError(f"could not initialise transactions: {error}") from None
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
+                headers: Headers | None, on_delivery: DeliveryCallback | None,
+                partition: int = -1) -> None:
         while True:
             try:
-                if headers is None and on_delivery is None:
+                if headers is None and on_delivery is None and partition < 0:
                     self._producer.produce(topic, value, key)  # the hot path: no keywords
                 else:
-                    self._producer.produce(topic, value, key, headers=headers,
-                                           on_delivery=on_delivery)
+                    self._producer.produce(topic, value, key, partition=partition,
+                                           headers=headers, on_delivery=on_delivery)
                 return
             except BufferError:
                 # librdkafka's local queue is full: serve deliveries until there is room.

@@ -160,7 +160,8 @@ class Stage:
             return
         self._sink.begin()
         for output in outputs:
-            self._sink.produce(output.topic, output.key, output.value, output.headers, None)
+            self._sink.produce(output.topic, output.key, output.value, output.headers, None,
+                               output.partition)
         try:
             self._sink.commit_transaction(positions, self._source.group_metadata(), 30.0)
         except DeliveryError as error:

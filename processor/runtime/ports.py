@@ -19,12 +19,17 @@ RebalanceCallback = Callable[[list[TopicPartition]], None]
 
 
 class Output(NamedTuple):
-    """One record to produce: an output or a dead letter."""
+    """One record to produce: an output, a dead letter or a changelog record.
+
+    ``partition`` is -1 to let the producer's partitioner choose by key; a changelog
+    record names its store's partition, since changelog partition p backs input p.
+    """
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: Headers | None
+    partition: int = -1
 
 
 # --- Kafka ---------------------------------------------------------------------
@@ -42,6 +47,7 @@ class Sink(Protocol):
         value: bytes | None,
         headers: Headers | None,
         on_delivery: DeliveryCallback | None,
+        partition: int = -1,
     ) -> None: ...
 
     def poll(self, timeout: float) -> None:
