@@ -95,7 +95,7 @@ class StateDirectory:
             store.flush()
         try:
             ends = self._reader.ends([(spec.changelog, store.partition)
-                                      for spec, store in closing], settle=False)
+                                      for spec, store in closing])
         except FatalError as error:
             # Not worth failing a clean close for: the next open restores in full.
             log.warning("no checkpoint written, the end offsets are unknown: %s", error)

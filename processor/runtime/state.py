@@ -148,13 +148,21 @@ class RestoreProgress:
         return self.position >= self.end
 
     def applied(self, records: int, next_offset: int) -> None:
+        """``records`` applied, up to ``next_offset`` (which may pass the end: records
+        committed since the end was taken are applied too)."""
         self.records += records
         self.position = max(self.position, next_offset)
+        self.end = max(self.end, self.position)
+
+    def extend(self, end: int) -> None:
+        """More was committed since the end was taken (an open transaction ended)."""
+        self.end = max(self.end, end)
 
     def reached(self, offset: int) -> None:
         """The reader is at ``offset`` with nothing before it left to deliver (end of the
         partition, or past a transaction marker or aborted records)."""
         self.position = max(self.position, offset)
+        self.end = max(self.end, self.position)
 
     def result(self, seconds: float) -> Restored:
         return Restored(self.store, self.partition, self.records, seconds, self.start,

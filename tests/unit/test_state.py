@@ -58,6 +58,14 @@ def test_progress_is_done_at_the_end_whether_by_records_or_by_markers() -> None:
     assert (result.start, result.end) == (10, 20)
 
 
+def test_records_committed_after_the_end_was_taken_move_the_end() -> None:
+    progress = RestoreProgress("clicks", 0, start=0, end=10, full=True, why="")
+    progress.applied(12, next_offset=12)
+    assert (progress.done, progress.end) == (True, 12)
+    progress.extend(20)  # an open transaction committed: its records are read too
+    assert not progress.done
+
+
 def test_a_partition_already_at_its_end_is_done_at_once() -> None:
     assert RestoreProgress("clicks", 0, start=7, end=7, full=False, why="").done
 
