@@ -213,7 +213,7 @@ class Stage:
                  "" if stopping else ": finishing their in-flight records")
         self._finish_partitions(tps, 0.0 if stopping else self._options.shutdown_timeout)
         self._commit_now(tps)
-        self._pipeline.drop(tps)
+        self._pipeline.drop(tps, committed=True)
         remaining = [tp for tp in self._source.assignment() if tp not in tps]
         self._on_assignment(remaining)
 

@@ -17,23 +17,13 @@ from processor.stages.conversions.pipeline import (
     ConversionPipeline,
     ConversionTopics,
 )
+from tests.conversion_events import AUDIENCES_YAML, DAY, ident, iso, page
 from tests.fakes import ConversionRecorder, FakeClock, FakeSink, MemoryStores
 
-DAY = 86_400
 EVENTS, IDENTIFIES = "segment.events", "identify.raw"
 TOPICS = ConversionTopics(frozenset({EVENTS, IDENTIFIES}), "conv.by-anon", "conv.by-person",
                           "conv.outbox", "conv.dlq")
-AUDIENCES = parse_audiences("""
-version: 1
-audiences:
-  - key: mql_7d
-    criteria: traits.lifecycle == "MQL"
-    event_timestamp: traits.mql_at
-    within: 7d
-    destinations:
-      meta: {pixel_id: "1234567890", event_name: Lead}
-      google: {customer_id: "1234567890", conversion_action_id: "987654321"}
-""")
+AUDIENCES = parse_audiences(AUDIENCES_YAML)
 
 
 class Loop:
@@ -95,27 +85,6 @@ class Loop:
 
     def conversions(self) -> list[dict[str, Any]]:
         return [orjson.loads(v) for t, _, v, _ in self.sink.produced if t == TOPICS.output]
-
-
-def page(anonymous_id: str, query: str, **fields: Any) -> dict[str, Any]:
-    return {"type": "page", "anonymousId": anonymous_id,
-            "context": {"page": {"url": f"https://shop.example/landing?{query}"},
-                        "ip": "203.0.113.9", "userAgent": "Mozilla/5.0"}, **fields}
-
-
-def ident(user_id: str | None, anonymous_id: str | None = None, **traits: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "identify", "traits": traits}
-    if user_id:
-        event["userId"] = user_id
-    if anonymous_id:
-        event["anonymousId"] = anonymous_id
-    return event
-
-
-def iso(seconds: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize("transactional", [False, True], ids=["at-least-once", "exactly-once"])

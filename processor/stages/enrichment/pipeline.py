@@ -311,7 +311,7 @@ class Pipeline:
             if tps is None or tp in tps
         )
 
-    def drop(self, tps: list[TopicPartition]) -> None:
+    def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Forget partitions (revoked, lost, or rewound after an aborted transaction)."""
         for tp in tps:
             ledger: PartitionLedger[_Payload] | None = self._ledger.drop(tp)
