@@ -91,8 +91,11 @@ def test_backfills_flip_flops_and_new_timestamps(kafka_bootstrap: str, conv: Con
                                 audience="mql_7d", reason="stale_entry") == 1, 20, "the guard")
         produce(kafka_bootstrap, conv.identifies, [
             (b"flip", ident("flip", lifecycle="MQL", mql_at=iso(now - 5)))])
-        _, second = wait_for_conversions(kafka_bootstrap, conv, 2)
-    assert second["conversion_id"] != first["conversion_id"]
+        both = wait_for_conversions(kafka_bootstrap, conv, 2)
+    # Read back partition by partition: the first written need not come first.
+    ids = {c["conversion_id"] for c in both}
+    assert len(ids) == 2
+    assert first["conversion_id"] in ids
 
 
 def test_a_replay_from_the_beginning_on_an_empty_disk_makes_no_new_conversion(
