@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,19 @@ class Processor:
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+    def run_log(self) -> str:
+        """The log of the current run only."""
+        return (self.log_dir / f"run-{self.runs}.log").read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        """Until the current run has logged ``text``; fails if it exits first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.run_log():
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"run {self.runs} did not log {text!r} within "
+                                     f"{timeout:.0f}s:\n{self.run_log()[-3000:]}")
+            time.sleep(0.1)
 
     def stop_quietly(self) -> None:
         if self.alive():
