@@ -12,7 +12,8 @@ Figures are read from the outside:
   ``by-anon`` to all of it on ``anon-state``, so start-up and group joining are not
   counted;
 * CPU from ``/proc/<pid>/stat`` over the same window, per event, and the cores that
-  makes; peak RSS (``VmHWM``) over the whole run;
+  makes; peak RSS (``VmHWM``) over the whole run, and the peaks of ``VmRSS`` in its
+  first and second half;
 * the bare loop (``processor.devkit.bare_loop``: consume, decode, encode, produce) on
   the very same events in the same run, and the stage's figures as ratios to its;
 * the restore: a new process with an empty state directory is given new visitors on
@@ -132,6 +133,7 @@ def produce_pages(bootstrap: str, topic: str, count: int, run: str) -> float:
 class Sample:
     at: float
     cpu: float  # seconds of CPU the process has used
+    rss: int  # resident bytes
     counts: dict[str, int]  # records in each watched topic
 
 
@@ -168,11 +170,14 @@ class Watched:
                     return
                 except KafkaException:
                     continue  # a fresh topic without a leader for a moment
-                for line in status.splitlines():
-                    if line.startswith("VmHWM:"):  # absent once the process has exited
+                rss = 0
+                for line in status.splitlines():  # absent once the process has exited
+                    if line.startswith("VmHWM:"):
                         self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
+                    elif line.startswith("VmRSS:"):
+                        rss = int(line.split()[1]) * 1024
                 self.samples.append(Sample(time.time(),
-                                           (int(fields[11]) + int(fields[12])) / TICK, ends))
+                                           (int(fields[11]) + int(fields[12])) / TICK, rss, ends))
                 time.sleep(0.05)
         finally:
             consumer.close()
@@ -203,6 +208,14 @@ class Watched:
         cpu = end.cpu - start.cpu
         return {"per_s": records / seconds, "cpu_us": cpu / records * 1e6,
                 "cores": cpu / seconds, "seconds": seconds}
+
+    def rss_halves(self, topic: str, total: int) -> tuple[float, float]:
+        """Peak RSS (MB) while ``topic`` went to half of ``total``, and after: a process
+        whose memory grows with what it has seen is higher in the second."""
+        first = [s.rss for s in self.samples if s.counts[topic] < total / 2]
+        second = [s.rss for s in self.samples if s.counts[topic] >= total / 2]
+        return (round(max(first, default=0) / 2**20, 1),
+                round(max(second, default=0) / 2**20, 1))
 
     def cpu_between(self, start: float, end: float) -> float:
         before = [s.cpu for s in self.samples if s.at <= start] or [self.samples[0].cpu]
@@ -288,7 +301,8 @@ def _throughput(rig: Rig, names: dict[str, str], count: int, state_dir: Path,
     done = stage.window(names["by_anon"], names["anon_state"], count)
     return {"events_per_s": round(done["per_s"]), "cpu_us_per_event": round(done["cpu_us"], 1),
             "cores": round(done["cores"], 2), "window_s": round(done["seconds"], 1),
-            "peak_rss_mb": round(stage.peak_rss / 2**20, 1), "events": count,
+            "peak_rss_mb": round(stage.peak_rss / 2**20, 1),
+            "peak_rss_mb_halves": stage.rss_halves(names["anon_state"], count), "events": count,
             "exit_code": code, "log": str(stage.log)}
 
 
@@ -433,7 +447,9 @@ def table(figures: dict[str, Any]) -> str:
         f"CPU per event (target >= 0.5x: {met(figures['ratio_met'])})",
     ]
     for size, run in figures["by_size"].items():
-        lines.append(f"{int(size):>9,} visitors: peak RSS {run['peak_rss_mb']} MB, "
+        halves = " then ".join(str(h) for h in run["peak_rss_mb_halves"])
+        lines.append(f"{int(size):>9,} visitors: peak RSS {run['peak_rss_mb']} MB ({halves} MB "
+                     "in the first and second half), "
                      f"{run['events_per_s']:,} events/s, {run['cpu_us_per_event']} us "
                      f"CPU/event, {run['cores']} cores")
     small, large = figures["sizes"]
