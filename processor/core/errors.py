@@ -7,6 +7,7 @@
     │   └── AudienceError           the conversions audiences file is wrong (names the audience)
     ├── FatalError                  the stage must stop; nothing in flight is committed
     │   ├── ProviderAuthError       the provider refused the key (401/403)
+    │   ├── DestinationRefusedError an ad platform refused the credentials or a permission
     │   └── DeliveryError           an output or dead letter could not be delivered
     ├── RecordError                 one record cannot be processed: it is dead-lettered
     │   ├── DecodeError             the value is not an event: not JSON, not an object, not Avro
@@ -20,7 +21,9 @@
     │   ├── ProviderRejectedError   the provider answered 422 for this email
     │   ├── RetriesExhaustedError   a retryable failure outlived its retries or deadline
     │   ├── LookupPendingError      the provider kept answering 202 past the deadline
-    │   └── UnreadableInternalError a repartition record the conversions stage cannot read
+    │   ├── UnreadableInternalError a repartition record the conversions stage cannot read
+    │   ├── UnreadableConversionError  a conversions-topic record the sender cannot read
+    │   └── PlatformRejectedError   an ad platform refused one conversion for good
     └── ProviderError               a lookup attempt failed (handled inside the lookup pool)
         ├── TransientProviderError  timeout, 5xx, connection error: retry with backoff
         ├── RateLimitedError        429: the whole pool waits until ``retry_at``
@@ -66,6 +69,12 @@ class FatalError(ProcessorError):
 
 class ProviderAuthError(FatalError):
     """The enrichment provider refused the API key."""
+
+
+class DestinationRefusedError(FatalError):
+    """An ad platform refused the sender's credentials or a permission (a bad token, a
+    missing grant, an account not allowed): no conversion can go there until it is fixed.
+    The message names the audience and the destination, never the credential."""
 
 
 class DeliveryError(FatalError):
@@ -140,6 +149,20 @@ class UnreadableInternalError(RecordError):
     """A record on the conversions stage's own repartition topics that it cannot read."""
 
     reason = "unreadable_internal"
+
+
+class UnreadableConversionError(RecordError):
+    """A record on the conversions topic that is not a conversion the sender can send
+    (``schemas/conversion.schema.json``)."""
+
+    reason = "unreadable_conversion"
+
+
+class PlatformRejectedError(RecordError):
+    """An ad platform refused one conversion for good. The dead letter's reason header is
+    the platform's own code (``meta_100_2804001``, ``google_invalid_sha256_format``)."""
+
+    reason = "platform_rejected"
 
 
 class ProviderError(ProcessorError):

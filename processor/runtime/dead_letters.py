@@ -23,16 +23,23 @@ class DeadLetterHeaders:
         self.reason = self.prefix + "reason"
         self.failed_at = self.prefix + "timestamp"
 
-    def build(self, record: SourceRecord, error: RecordError, now_ms: int) -> Headers:
-        """The record's own headers, then the ones that explain its failure."""
-        return [*header_list(record.headers()),
+    def build(self, record: SourceRecord, error: RecordError, now_ms: int, *,
+              reason: str | None = None, extra: dict[str, str] | None = None,
+              keep: Headers | None = None) -> Headers:
+        """The record's own headers (or ``keep``), then the ones that explain its failure:
+        ``reason`` instead of the error's class reason when the cause has a finer name (an
+        ad platform's code), and ``extra`` as ``__<stage>.errors.<name>``."""
+        own = header_list(record.headers()) if keep is None else keep
+        return [*own,
                 (CONNECT_PREFIX + "topic", (record.topic() or "").encode()),
                 (CONNECT_PREFIX + "partition", str(record.partition()).encode()),
                 (CONNECT_PREFIX + "offset", str(record.offset()).encode()),
                 (CONNECT_PREFIX + "exception.class.name", _class_name(error).encode()),
                 (CONNECT_PREFIX + "exception.message", redact(error.message).encode()),
-                (self.reason, error.reason.encode()),
-                (self.failed_at, str(now_ms).encode())]
+                (self.reason, (reason or error.reason).encode()),
+                (self.failed_at, str(now_ms).encode()),
+                *((self.prefix + name, redact(value).encode())
+                  for name, value in (extra or {}).items())]
 
     def original(self, headers: Headers) -> Headers:
         """``headers`` without the ones a dead letter added."""
