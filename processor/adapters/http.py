@@ -40,6 +40,10 @@ class HttpAnswer(NamedTuple):
 class HttpTransport(Protocol):
     async def get(self, path: str, params: Mapping[str, str]) -> HttpAnswer: ...
 
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        """``body`` as is; ``headers`` are added to the transport's own for this request
+        (a bearer token that is renewed, the body's content type)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -89,6 +93,22 @@ class AiohttpTransport:
         except aiohttp.ClientError as error:
             raise _unreachable(error) from None
 
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        import aiohttp  # noqa: PLC0415
+
+        if self._session is None:
+            self._session = self._open()
+        session = self._session
+        assert isinstance(session, aiohttp.ClientSession)  # noqa: S101 - set just above
+        try:
+            async with session.post(self._base_url + path, data=body,
+                                    headers=dict(headers)) as response:
+                return HttpAnswer(response.status, response.headers, await response.read())
+        except TimeoutError:
+            raise _timed_out() from None
+        except aiohttp.ClientError as error:
+            raise _unreachable(error) from None
+
     async def aclose(self) -> None:
         import aiohttp  # noqa: PLC0415
 
@@ -125,21 +145,45 @@ class HttpxTransport:
             raise _unreachable(error) from None
         return HttpAnswer(response.status_code, response.headers, response.content)
 
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        import httpx  # noqa: PLC0415
+
+        try:
+            response = await self._client.post(path, content=body, headers=dict(headers))
+        except httpx.TimeoutException:
+            raise _timed_out() from None
+        except httpx.TransportError as error:
+            raise _unreachable(error) from None
+        return HttpAnswer(response.status_code, response.headers, response.content)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
 class MemoryTransport:
     """Answers from a function, with no socket: the unit tests' transport (as httpx's
-    ``MockTransport``). The function gets the path and the query parameters."""
+    ``MockTransport``). ``answer`` gets a GET's path and query parameters, ``posted`` a
+    POST's path, body and headers."""
 
-    def __init__(self, answer: Callable[[str, Mapping[str, str]], HttpAnswer]) -> None:
+    def __init__(self, answer: Callable[[str, Mapping[str, str]], HttpAnswer] | None = None,
+                 posted: Callable[[str, bytes, Mapping[str, str]], HttpAnswer] | None = None,
+                 ) -> None:
         self._answer = answer
+        self._posted = posted
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
 
     async def get(self, path: str, params: Mapping[str, str]) -> HttpAnswer:
         self.requests.append((path, dict(params)))
+        if self._answer is None:
+            raise AssertionError(f"no GET expected: {path}")
         return self._answer(path, params)
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        self.posts.append((path, body, dict(headers)))
+        if self._posted is None:
+            raise AssertionError(f"no POST expected: {path}")
+        return self._posted(path, body, headers)
 
     async def aclose(self) -> None:
         pass

@@ -133,6 +133,7 @@ class KafkaSource:
         full = {"error_cb": _on_error, "on_commit": committed, **config}
         self._consumer = _client(Consumer, full, sources)
         self.paused = False
+        self._held: set[TP] = set()  # partitions paused on their own (``hold``)
 
     def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback,
                   on_revoke: RebalanceCallback, on_lost: RebalanceCallback) -> None:
@@ -141,6 +142,7 @@ class KafkaSource:
             if self.paused:
                 # Joined while backpressure holds: these must not be fetched either.
                 consumer.pause(partitions)
+            self._held -= {(p.topic, p.partition) for p in partitions}
             on_assign([(p.topic, p.partition) for p in partitions])
 
         def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -182,8 +184,27 @@ class KafkaSource:
         self.paused = True
 
     def resume(self) -> None:
-        self._consumer.resume(self._consumer.assignment())
+        self._consumer.resume([p for p in self._consumer.assignment()
+                               if (p.topic, p.partition) not in self._held])
         self.paused = False
+
+    def hold(self, tps: list[TP]) -> None:
+        """Stop fetching these partitions until ``release``, whatever ``resume`` does
+        meanwhile (a pipeline waiting on a partition's first record, for one)."""
+        owned = self._owned(tps)
+        self._held |= {(p.topic, p.partition) for p in owned}
+        if owned:
+            self._consumer.pause(owned)
+
+    def release(self, tps: list[TP]) -> None:
+        self._held -= set(tps)
+        owned = self._owned(tps)
+        if owned and not self.paused:
+            self._consumer.resume(owned)
+
+    def _owned(self, tps: list[TP]) -> list[TopicPartition]:
+        wanted = set(tps)
+        return [p for p in self._consumer.assignment() if (p.topic, p.partition) in wanted]
 
     def store(self, positions: Mapping[TP, int]) -> None:
         """Mark positions for the background auto-commit (at-least-once)."""
