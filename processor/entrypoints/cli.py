@@ -85,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     from processor.entrypoints.replay import add_replay_command  # noqa: PLC0415 - keeps startup small
 
     add_replay_command(commands)
+    _add_conversions_tools(commands)
     return parser
+
+
+def _add_conversions_tools(commands: Any) -> None:
+    from processor.entrypoints.sender import add_send_command  # noqa: PLC0415
+
+    conversions = commands.add_parser("conversions", help="the conversions stage's commands")
+    add_send_command(conversions.add_subparsers(dest="tool", metavar="TOOL", required=True))
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
