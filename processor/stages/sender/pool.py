@@ -58,7 +58,9 @@ class DeliveryPolicy:
     rate_limits: Mapping[Destination, float] = field(default_factory=dict)  # per minute
     retry_deadline: float = 300.0
     backoff: Backoff = field(default_factory=Backoff)
-    throttle_backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
+    # Throttling: holds of 1 s doubling to 30 s between single probes, until one gets
+    # through (a limit that resets within the minute costs at most half a minute more).
+    throttle_backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
     breaker_threshold: int = 5
     breaker_reset: float = 10.0
     meta_max_age: float = 6 * 86_400 + 23 * 3600
