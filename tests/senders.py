@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -257,3 +258,30 @@ def make_names(kafka_topics: Callable[..., str], unique_name: str, folder: Path,
     return SenderNames(outbox=kafka_topics("outbox", 3), delayed=kafka_topics("delayed", 3),
                        sent=kafka_topics("sent", 3), dlq=kafka_topics("dlq", 1),
                        group=f"{unique_name}-sender", audiences=path)
+
+
+def sender_env(bootstrap: str, names: SenderNames, meta: meta_server.MetaServer,
+               google: google_server.GoogleServer, **extra: str) -> dict[str, str]:
+    """The environment of ``processor conversions send`` against the local servers."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PROCESSOR_", "META_", "GOOGLE_", "KAFKA_"))}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PROCESSOR_CONV_OUTPUT_TOPIC": names.outbox,
+        "PROCESSOR_CONV_DELAY_TOPIC": names.delayed, "PROCESSOR_CONV_SENT_TOPIC": names.sent,
+        "PROCESSOR_CONV_DLQ_TOPIC": names.dlq, "PROCESSOR_CONV_SENDER_GROUP_ID": names.group,
+        "PROCESSOR_CONV_AUDIENCES_FILE": str(names.audiences),
+        "META_ACCESS_TOKEN": meta_server.DEFAULT_TOKEN, "META_BASE_URL": meta.url,
+        "GOOGLE_OAUTH_CLIENT_ID": google_server.DEFAULT_CLIENT_ID,
+        "GOOGLE_OAUTH_CLIENT_SECRET": google_server.DEFAULT_CLIENT_SECRET,
+        "GOOGLE_OAUTH_REFRESH_TOKEN": google_server.DEFAULT_REFRESH_TOKEN,
+        "GOOGLE_ADS_DEVELOPER_TOKEN": google_server.DEFAULT_DEVELOPER_TOKEN,
+        "GOOGLE_TOKEN_URL": google.token_url, "GOOGLE_DATAMANAGER_BASE_URL": google.url,
+        "GOOGLE_ADS_BASE_URL": google.url, "GOOGLE_RATE_LIMIT_PER_MINUTE": "0",
+        "PROCESSOR_METRICS_PORT": "0", "PROCESSOR_LOG_FORMAT": "json",
+        "PROCESSOR_CONV_FATAL_LINGER": "0s",
+        # A killed member is noticed in 6 s instead of librdkafka's default 45 s.
+        "PROCESSOR_KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "PROCESSOR_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+    })
+    env.update(extra)
+    return env

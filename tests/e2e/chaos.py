@@ -69,11 +69,12 @@ class Processor:
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chaos-")))
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
+    command: tuple[str, ...] = ("run",)  # the processor's subcommand
 
     def start(self) -> None:
         self.runs += 1
         log = (self.log_dir / f"run-{self.runs}.log").open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "processor", "run"],
+        self.process = subprocess.Popen([sys.executable, "-m", "processor", *self.command],
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
