@@ -83,6 +83,8 @@ class SenderMetrics(RuntimeMetrics):
                 self._keys.labels(name, key)
             for reason in ("throttled", "transient"):
                 self._retries.labels(name, reason)
+        for reason in ("click_too_recent", "too_recent"):
+            self._delayed.labels(Destination.GOOGLE.value, reason)
 
     def request(self, destination: str, status: str, seconds: float, events: int) -> None:
         self._requests.labels(destination, status).inc()
