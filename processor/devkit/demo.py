@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,29 +28,17 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import httpx
 import orjson
 from confluent_kafka import Consumer, Producer
 
 from processor.core.clock import SystemClock
 from processor.devkit.broker import LocalKafka, create_topics
 from processor.devkit.clearbit_server import ClearbitServer
+from processor.devkit.demo_console import RULE, free_port, metric_lines, say
 from processor.devkit.registry import LocalRegistry
 from processor.devkit.samples import demo_events
 
 API_KEY = "sk_test_local"
-RULE = "─" * 78
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -177,13 +164,12 @@ def show(messages: list[Any], output: str, decode: Callable[[Any], dict[str, Any
 
 
 def show_metrics(port: int) -> None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError as error:
-        say(f"(metrics not reachable: {error})")
+    lines = metric_lines(port)
+    if lines is None:
+        say(f"(metrics on :{port} not reachable)")
         return
     say(f"{RULE}\nFrom /metrics on :{port}\n{RULE}")
-    for line in text.splitlines():
+    for line in lines:
         if line.startswith(("enrichment_events_total", "enrichment_lookups_total",
                             "enrichment_cache_requests_total",
                             "enrichment_consumer_lag_records")) and (
