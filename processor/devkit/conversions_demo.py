@@ -175,7 +175,7 @@ def _before(observed_ms: int, entry_ts: int) -> str:
     return f"{days} d {hours} h {minutes} min before the conversion"
 
 
-CLICK_NAMES = {"google": "google", "fbc": "meta fbc", "fbp": "meta fbp"}
+PLATFORM_OF_CLICK = {"google": "google", "fbc": "meta", "fbp": "meta"}
 
 
 def show_conversion(record: dict[str, Any], story: ConversionStory) -> None:
@@ -191,7 +191,7 @@ def show_conversion(record: dict[str, Any], story: ConversionStory) -> None:
         say(f"  send to        {platform}: {shown}")
     for name, click in record["clicks"].items():
         source = f" (built from the {click['source']})" if click.get("source") == "fbclid" else ""
-        say(f"  click          {CLICK_NAMES.get(name, name)} {click['type']}={click['value']}"
+        say(f"  click          {PLATFORM_OF_CLICK.get(name, name)} {click['type']}={click['value']}"
             f"{source}")
         say(f"                   first observed {iso(click['observed_at_ms'] / 1000)}, "
             f"{_before(click['observed_at_ms'], entry_ts)}")
@@ -274,6 +274,9 @@ def run_loop(bootstrap: str, topics: LoopTopics, workdir: Path, *,
             heading(f"The conversion on {topics.output}")
             show_conversion(conversion, story)
             send(bootstrap, topics.output)
+            # Counted when the broker confirms the write, which may come a moment after
+            # the record is readable.
+            wait_for_metric(port, "conversions_conversions_written_total", 1, 10, alive)
         show_metrics(port)
     finally:
         if stage.poll() is None:
