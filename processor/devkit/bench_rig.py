@@ -1,40 +1,23 @@
-"""``make bench``: the stage's figures, measured on the real local broker and server.
+"""What the benchmark measures with: processes watched from outside, topics, inputs, the
+output topic's progress, and the broker, server and registry to run against.
 
-Every scenario runs ``processor run`` as its own process (as in production) on
-fresh topics, and reads its figures from the outside:
-
-* throughput from the output topic's end offsets, polled every 20 ms, between
-  10% and 90% of the outputs, so start-up, group joining and the tail are not
-  counted;
-* CPU from ``/proc/<pid>/stat`` over the same window, per event or per lookup;
-* peak memory from ``VmHWM`` (the peak resident set) in ``/proc/<pid>/status``,
-  and the peaks of ``VmRSS`` in the first and second half of the outputs;
-* latency from the broker's append times of each input and its output.
-
-Figures that depend on a shared machine's speed are given as ratios measured in
-the same run. Results go to a table on stdout and to ``bench-results.json``.
-This is a benchmark, not a test: nothing fails on a slow figure; the table
-says which targets were met.
-
-    python -m processor.devkit.bench [--quick] [--only NAME ...] [--json FILE]
+``processor.devkit.bench`` is the command; ``processor.devkit.bench_scenarios`` the
+scenarios, which take everything they need from here.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,9 +25,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from processor.devkit.broker import LocalKafka, create_topics
+from processor.devkit.broker import KAFKA_VERSION, LocalKafka, create_topics
 from processor.devkit.clearbit_server import ClearbitServer
-from processor.devkit.samples import identify, person_email
+from processor.devkit.samples import analytics_identify, person_email
 
 KEY = "sk_test_local"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -119,6 +102,9 @@ class Bench:
     bootstrap: str
     clearbit: ClearbitServer
     workdir: Path
+    # Added to every stage's and bare loop's environment (``--env``): the same run with a
+    # setting changed, e.g. a librdkafka property through PROCESSOR_KAFKA_CONSUMER_*.
+    stage_env: dict[str, str] = field(default_factory=dict)
 
     def topics(self, name: str, partitions: int = 3,
                config: dict[str, str] | None = None) -> dict[str, str]:
@@ -141,13 +127,17 @@ class Bench:
             "PROCESSOR_LOG_FORMAT": "json", "PROCESSOR_LOG_LEVEL": "WARNING",
             "CLEARBIT_RATE_LIMIT_PER_MINUTE": "0",
         })
+        environment.update(self.stage_env)
         environment.update(env)
         return self._spawn([sys.executable, "-m", "processor", "run"], environment, names)
 
-    def start_bare_loop(self, names: dict[str, str], pad_bytes: int = 0) -> Running:
+    def start_bare_loop(self, names: dict[str, str]) -> Running:
+        """The baseline: consume and produce with the stage's own client settings."""
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
+        environment.update(self.stage_env)
         return self._spawn([sys.executable, "-m", "processor.devkit.bare_loop", self.bootstrap,
-                            names["input"], names["output"], names["group"], str(pad_bytes)],
-                           dict(os.environ), names)
+                            names["input"], names["output"], names["group"]],
+                           environment, names)
 
     def _spawn(self, argv: list[str], env: dict[str, str], names: dict[str, str]) -> Running:
         log = self.workdir / f"{names['group']}-{uuid.uuid4().hex[:4]}.log"
@@ -187,17 +177,22 @@ def produce(bootstrap: str, topic: str, events: Iterator[tuple[bytes, Any]],
     return count
 
 
-def cached_events(count: int, distinct: int, offset: int = 0) -> Iterator[tuple[bytes, Any]]:
+def cached_events(count: int, distinct: int, offset: int = 0,
+                  size: str = "small") -> Iterator[tuple[bytes, Any]]:
+    """Events over ``distinct`` emails and 1,000 keys, analytics.js-shaped, of a size of
+    ``processor.devkit.samples.EVENT_SIZES``."""
     for i in range(offset, offset + count):
         person = i % distinct
-        yield (f"user-{i % 1000}".encode(),
-               identify(person_email(person), user_id=f"user-{i % 1000}", message_id=f"b-{i}"))
+        user = f"user-{i % 1000}"
+        yield (user.encode(), analytics_identify(i, person_email(person), user_id=user,
+                                                 message_id=f"b-{i}", size=size))
 
 
 def new_email_events(count: int, tag: str) -> Iterator[tuple[bytes, Any]]:
     for i in range(count):
-        yield (f"u-{i}".encode(), identify(f"person{i}.{tag}@bench{i % 97}.example",
-                                           user_id=f"u-{i}", message_id=f"{tag}-{i}"))
+        yield (f"u-{i}".encode(), analytics_identify(
+            i, f"person{i}.{tag}@bench{i % 97}.example", user_id=f"u-{i}",
+            message_id=f"{tag}-{i}", size="medium"))
 
 
 def end_offsets(bootstrap: str, topic: str) -> int:
@@ -277,14 +272,15 @@ def wait_for_outputs(bootstrap: str, topic: str, count: int, timeout: float) -> 
 
 
 @contextmanager
-def kafka() -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS if set, else the local broker (as the tests do)."""
+def kafka(version: str = KAFKA_VERSION) -> Iterator[tuple[str, str]]:
+    """(bootstrap servers, what they are): KAFKA_BOOTSTRAP_SERVERS if set, else the local
+    broker of ``version`` (as the tests do)."""
     given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if given:
-        yield given
+        yield given, f"KAFKA_BOOTSTRAP_SERVERS={given}"
         return
-    with LocalKafka() as broker:
-        yield broker.bootstrap_servers
+    with LocalKafka(version=version) as broker:
+        yield broker.bootstrap_servers, f"local Apache Kafka {version}"
 
 
 @contextmanager
@@ -309,35 +305,6 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from processor.devkit.bench_scenarios import SCENARIOS, table  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
-    parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="some scenarios")
-    parser.add_argument("--json", default="bench-results.json", help="where figures go")
-    args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    report: dict[str, Any] = {"machine": machine(), "quick": args.quick, "scenarios": {}}
-    say(f"bench: {report['machine']['date']}, {report['machine']['cores']} cores, "
-        f"{'quick' if args.quick else 'full'} sizes; process logs in {workdir}")
-    with kafka() as bootstrap, ClearbitServer(key=KEY) as clearbit:
-        bench = Bench(bootstrap, clearbit, workdir)
-        for name in args.only or list(SCENARIOS):
-            say(f"\n== {name}")
-            clearbit.reset()
-            started = time.monotonic()
-            try:
-                report["scenarios"][name] = SCENARIOS[name](bench, args.quick)
-            except Exception as error:  # noqa: BLE001 - report it and go on with the others
-                report["scenarios"][name] = {"error": f"{type(error).__name__}: {error}"}
-            say(f"   ({time.monotonic() - started:.0f}s)")
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    say("\n" + table(report))
-    say(f"\nfigures written to {args.json}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def cores_between(running: list[Running], start: float, end: float) -> float:
+    """Cores the processes used on average over the window (all their threads)."""
+    return sum(p.watch.cpu_between(start, end) for p in running) / (end - start)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from processor.devkit.bench import ProcessWatch, Progress
+from processor.devkit.bench_rig import ProcessWatch, Progress
 from processor.devkit.bench_scenarios import table
 
 
