@@ -209,7 +209,9 @@ class Pipeline:
         result: Remembered | RecordError | FatalError,
     ) -> None:
         if isinstance(result, Enriched):
-            message_id = output_message_id(request.message_id, coordinates(record))
+            # The record's coordinates are the seed only when it has no messageId.
+            message_id = output_message_id(
+                request.message_id, "" if request.message_id else coordinates(record))
             event = enriched_event(request, result.traits, message_id, self._now_iso)
             value = self._codec.encode(event, self._topics.output)
             self._counts[(Outcome.ENRICHED, "")] += 1
