@@ -73,7 +73,7 @@ def destination_enabled(integrations: dict[str, Any]) -> bool:
     return True
 
 
-def classify(event: dict[str, Any]) -> LookupRequest | SkipReason:
+def classify(event: dict[str, Any]) -> LookupRequest | SkipReason:  # noqa: PLR0912 - inline, hot
     """Decide what to do with one decoded event; raises a ``RecordError`` to dead-letter it."""
     kind = event.get("type")
     if not isinstance(kind, str):
