@@ -41,36 +41,48 @@ def say(text: str) -> None:
 
 
 class ProcessWatch(threading.Thread):
-    """Samples a process's CPU time every 10 ms (for CPU over a window) and reads its peak RSS."""
+    """Samples a process's CPU time and its main thread's schedule every 10 ms (for
+    figures over a window), and reads its peak RSS.
+
+    The main thread runs the loop (the stage's, the bare loop's). Its time on a CPU plus
+    its time runnable but waiting for one (``/proc/<pid>/task/<pid>/schedstat``) is how
+    busy it was, whatever the machine's other work took: below a core, it slept.
+    """
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, float]] = []  # (wall time, cpu seconds)
+        self.loop: list[tuple[float, float]] = []  # (wall time, loop thread busy seconds)
         self.rss: list[tuple[float, int]] = []  # (wall time, resident bytes)
         self.peak_rss = 0
         self._halt = threading.Event()
 
     def run(self) -> None:
+        schedstat = Path(f"/proc/{self.pid}/task/{self.pid}/schedstat")
         while not self._halt.is_set():
             try:
                 fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
                 cpu = (int(fields[11]) + int(fields[12])) / TICK
-                self.samples.append((time.time(), cpu))
+                now = time.time()
+                self.samples.append((now, cpu))
+                running, waiting = schedstat.read_text().split()[:2]
+                self.loop.append((now, (int(running) + int(waiting)) / 1e9))
                 for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
                     elif line.startswith("VmRSS:"):
                         self.rss.append((time.time(), int(line.split()[1]) * 1024))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
                 return
             time.sleep(0.01)
 
     def cpu_between(self, start: float, end: float) -> float:
-        def at(moment: float) -> float:
-            before = [cpu for t, cpu in self.samples if t <= moment]
-            return before[-1] if before else (self.samples[0][1] if self.samples else 0.0)
-        return at(end) - at(start)
+        return _between(self.samples, start, end)
+
+    def loop_busy_between(self, start: float, end: float) -> float:
+        """Seconds the loop thread ran or waited for a CPU over the window."""
+        return _between(self.loop, start, end)
 
     def peak_rss_between(self, start: float, end: float) -> int:
         return max((rss for t, rss in self.rss if start <= t <= end), default=0)
@@ -78,6 +90,15 @@ class ProcessWatch(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(2)
+
+
+def _between(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """How much a cumulative figure grew between two moments (the samples at or before
+    each)."""
+    def at(moment: float) -> float:
+        before = [value for t, value in samples if t <= moment]
+        return before[-1] if before else (samples[0][1] if samples else 0.0)
+    return at(end) - at(start)
 
 
 @dataclass
@@ -308,3 +329,11 @@ def machine() -> dict[str, Any]:
 def cores_between(running: list[Running], start: float, end: float) -> float:
     """Cores the processes used on average over the window (all their threads)."""
     return sum(p.watch.cpu_between(start, end) for p in running) / (end - start)
+
+
+def loop_busy_between(running: list[Running], start: float, end: float) -> float:
+    """How busy the processes' loop threads were over the window, in cores (the mean of
+    the processes): running, or runnable while the machine's other work held the
+    CPUs. Below a core, a loop slept."""
+    busy = [p.watch.loop_busy_between(start, end) / (end - start) for p in running]
+    return sum(busy) / len(busy)
