@@ -7,10 +7,10 @@ fresh topics, and reads its figures from the outside:
   10% and 90% of the outputs, so start-up, group joining and the tail are not
   counted;
 * CPU from ``/proc/<pid>/stat`` over the same window, per event or per lookup,
-  and the cores that makes; how busy the loop thread was (running, or runnable
-  and waiting for a CPU, from ``schedstat``): a run with a backlog whose loop was
-  busy less than 0.85 of the time, held by nothing it is meant to respect, is
-  flagged idle-bound;
+  and the cores that makes; how busy the busiest thread was (running, or
+  runnable and waiting for a CPU, from ``schedstat``): a run with a backlog whose
+  busiest thread was busy less than 0.85 of the time, held by nothing it is meant
+  to respect, is flagged idle-bound;
 * peak memory from ``VmHWM`` (the peak resident set) in ``/proc/<pid>/status``,
   and the peaks of ``VmRSS`` in the first and second half of the outputs;
 * latency from the broker's append times of each input and its output.

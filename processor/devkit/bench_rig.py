@@ -41,48 +41,64 @@ def say(text: str) -> None:
 
 
 class ProcessWatch(threading.Thread):
-    """Samples a process's CPU time and its main thread's schedule every 10 ms (for
-    figures over a window), and reads its peak RSS.
+    """Samples a process's CPU time every 10 ms and its threads' schedules every 100 ms
+    (for figures over a window), and reads its peak RSS.
 
-    The main thread runs the loop (the stage's, the bare loop's). Its time on a CPU plus
-    its time runnable but waiting for one (``/proc/<pid>/task/<pid>/schedstat``) is how
-    busy it was, whatever the machine's other work took: below a core, it slept.
+    A thread's time on a CPU plus its time runnable but waiting for one
+    (``/proc/<pid>/task/<tid>/schedstat``) is how busy it was, whatever the machine's
+    other work took. A process whose busiest thread (the stage's loop, or the lookup
+    pool's event loop) was busy less than the whole window slept some of it.
     """
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, float]] = []  # (wall time, cpu seconds)
-        self.loop: list[tuple[float, float]] = []  # (wall time, loop thread busy seconds)
+        # (wall time, busy seconds by thread id), every 100 ms
+        self.threads: list[tuple[float, dict[int, float]]] = []
         self.rss: list[tuple[float, int]] = []  # (wall time, resident bytes)
         self.peak_rss = 0
         self._halt = threading.Event()
 
     def run(self) -> None:
-        schedstat = Path(f"/proc/{self.pid}/task/{self.pid}/schedstat")
+        turn = 0
         while not self._halt.is_set():
             try:
                 fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
                 cpu = (int(fields[11]) + int(fields[12])) / TICK
-                now = time.time()
-                self.samples.append((now, cpu))
-                running, waiting = schedstat.read_text().split()[:2]
-                self.loop.append((now, (int(running) + int(waiting)) / 1e9))
+                self.samples.append((time.time(), cpu))
+                if turn % 10 == 0:
+                    self.threads.append((time.time(), self._thread_busy()))
                 for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
                     elif line.startswith("VmRSS:"):
                         self.rss.append((time.time(), int(line.split()[1]) * 1024))
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            except (FileNotFoundError, ProcessLookupError, IndexError):
                 return
+            turn += 1
             time.sleep(0.01)
+
+    def _thread_busy(self) -> dict[int, float]:
+        busy = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                running, waiting = (task / "schedstat").read_text().split()[:2]
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue  # a thread that ended meanwhile
+            busy[int(task.name)] = (int(running) + int(waiting)) / 1e9
+        return busy
 
     def cpu_between(self, start: float, end: float) -> float:
         return _between(self.samples, start, end)
 
-    def loop_busy_between(self, start: float, end: float) -> float:
-        """Seconds the loop thread ran or waited for a CPU over the window."""
-        return _between(self.loop, start, end)
+    def busiest_thread_between(self, start: float, end: float) -> float:
+        """Seconds the busiest thread ran or waited for a CPU over the window."""
+        first = next((b for t, b in reversed(self.threads) if t <= start),
+                     self.threads[0][1] if self.threads else {})
+        last = next((b for t, b in reversed(self.threads) if t <= end), first)
+        return max((seconds - first.get(tid, 0.0) for tid, seconds in last.items()),
+                   default=0.0)
 
     def peak_rss_between(self, start: float, end: float) -> int:
         return max((rss for t, rss in self.rss if start <= t <= end), default=0)
@@ -331,9 +347,9 @@ def cores_between(running: list[Running], start: float, end: float) -> float:
     return sum(p.watch.cpu_between(start, end) for p in running) / (end - start)
 
 
-def loop_busy_between(running: list[Running], start: float, end: float) -> float:
-    """How busy the processes' loop threads were over the window, in cores (the mean of
-    the processes): running, or runnable while the machine's other work held the
-    CPUs. Below a core, a loop slept."""
-    busy = [p.watch.loop_busy_between(start, end) / (end - start) for p in running]
+def busiest_thread_share(running: list[Running], start: float, end: float) -> float:
+    """How busy the processes' busiest threads were over the window, as a share of it
+    (the mean over the processes): running, or runnable while the machine's other work
+    held the CPUs. Below 1, the process slept some of the time."""
+    busy = [p.watch.busiest_thread_between(start, end) / (end - start) for p in running]
     return sum(busy) / len(busy)

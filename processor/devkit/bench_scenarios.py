@@ -1,12 +1,13 @@
 """The benchmark's scenarios (see ``processor.devkit.bench``) and its results table.
 
 Every figure comes with the cores its process used over the measured window (all its
-threads), and how busy its loop thread was: running, or runnable but waiting for a
-CPU the machine's other work held (so a shared machine does not pass for an idle
-loop). A run that had a backlog the whole window, was bound by nothing it is meant to
-respect (the provider's latency, the rate limit) and whose loop was busy less than
-``BUSY`` of the time is flagged idle-bound: it waited on something of its own (a
-prefetch that stalled, a commit, a lock) instead of working.
+threads), and how busy its busiest thread was (the stage's loop; the lookup pool's
+event loop on the lookup path): running, or runnable but waiting for a CPU the
+machine's other work held, so that a shared machine does not pass for an idle
+process. A run that had a backlog the whole window, was bound by nothing it is meant
+to respect (the provider's latency, the rate limit) and whose busiest thread was busy
+less than ``BUSY`` of the time is flagged idle-bound: it waited on something of its
+own (a prefetch that stalled, a commit, a lock) instead of working.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from processor.devkit.bench_rig import (
     Progress,
     Running,
     Scenario,
+    busiest_thread_share,
     cached_events,
     cores_between,
-    loop_busy_between,
     new_email_events,
     produce,
     say,
@@ -55,7 +56,7 @@ def _throughput(bench: Bench, names: dict[str, str], running: list[Running], cou
     start, end, events = progress.window()
     cpu = sum(p.watch.cpu_between(start, end) for p in running)
     cores = cores_between(running, start, end)
-    busy = loop_busy_between(running, start, end)
+    busy = busiest_thread_share(running, start, end)
     # Peak resident memory in the first and the second half of the outputs: a process
     # whose memory grew with the backlog would be higher in the second.
     _, middle, _ = progress.window(0.0, 0.5)
@@ -64,7 +65,7 @@ def _throughput(bench: Bench, names: dict[str, str], running: list[Running], cou
               for a, b in ((first, middle), (middle, last))]
     return {"events_per_s": round(events / (end - start)),
             "cpu_us_per_event": round(cpu / events * 1e6, 1),
-            "cores": round(cores, 2), "loop_busy": round(busy, 2),
+            "cores": round(cores, 2), "busy": round(busy, 2),
             "idle_bound": busy < BUSY,
             "peak_rss_mb": round(max(p.watch.peak_rss for p in running) / 2**20, 1),
             "peak_rss_mb_halves": [round(h / 2**20, 1) for h in halves],
@@ -336,7 +337,7 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {_figure(name, result)} | {result.get('target', '')} | "
                      f"{_met(result)} |")
         idle += [f"{name} ({what})" for what in result.get("idle_bound", ())]
-    lines += ["", f"Idle-bound (loop busy below {BUSY} with a backlog): "
+    lines += ["", f"Idle-bound (busiest thread busy below {BUSY} with a backlog): "
               f"{', '.join(idle) if idle else 'none'}"]
     return "\n".join(lines)
 
@@ -350,7 +351,7 @@ def _met(result: dict[str, Any]) -> str:
 def _run(r: dict[str, Any], unit: str = "event") -> str:
     """'12345/s (25.1 us CPU/event, 0.97 cores)', flagged when idle-bound."""
     flag = ", **idle-bound**" if r.get("idle_bound") else ""
-    busy = f", loop {r['loop_busy']} busy" if "loop_busy" in r else ""
+    busy = f", busiest thread {r['busy']} busy" if "busy" in r else ""
     return (f"{r['events_per_s']}/s ({r['cpu_us_per_event']} us CPU/{unit}, "
             f"{r.get('cores', '?')} cores{busy}{flag})")
 
