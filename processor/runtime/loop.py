@@ -115,7 +115,9 @@ class Stage:
 
     def _turn(self) -> None:
         pipeline = self._pipeline
-        waiting = pipeline.lookups_pending > 0
+        # Paused for backpressure, the turn waits only briefly: resuming depends on the
+        # delivery reports served after the poll, not on records (there are none).
+        waiting = pipeline.lookups_pending > 0 or self._source.paused
         timeout = 0 if self._lookups.has_completed else (0.01 if waiting else 0.1)
         records = self._source.poll(self._options.max_batch, timeout)
         pipeline.handle(records)
