@@ -157,9 +157,9 @@ class KafkaSource:
         """Up to ``max_records`` records; client-level errors are logged or raised.
 
         What is already fetched is taken without waiting; only when there is nothing does
-        it wait, and then for the first record alone. (``consume(n, t)`` waits until it
-        has n records or t has passed, which at low load added up to t to every event's
-        latency: measured p50 65 ms at 2,000 events/s.)"""
+        it wait, and then for the first record alone: ``consume(n, t)`` waits until it has
+        n records or t has passed, which at low load adds up to t to every event's
+        latency (figures in docs/benchmarks.md)."""
         messages: list[Message] = self._consumer.consume(max_records, 0)
         if not messages and timeout > 0:
             messages = self._consumer.consume(1, timeout)

@@ -34,6 +34,10 @@ from processor.stages.enrichment.ports import Codec, Provider
 
 log = logging.getLogger(__name__)
 
+# The consumer's prefetch: see kafka_config and README's Benchmarks for the figures.
+PREFETCH_BYTES = 8 * 2**20
+FETCH_QUEUE_BACKOFF_MS = 10
+
 
 def kafka_config(settings: StageSettings, client: str, environ: Mapping[str, str] | None = None
                  ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -53,9 +57,13 @@ def kafka_config(settings: StageSettings, client: str, environ: Mapping[str, str
             "enable.auto.offset.store": False,
             "auto.commit.interval.ms": max(1, int(settings.commit_interval * 1000)),
             "isolation.level": "read_committed",
-            # Bounds librdkafka's prefetch (memory). 4 MiB against 16: peak RSS on a
-            # 1M-event backlog 205 against 213-237 MB, same throughput (make bench).
-            "queued.max.messages.kbytes": 4096,
+            # librdkafka's prefetch, bounded in bytes (memory, whatever the event size)
+            # and in records by the stage's own buffer: never more than the stage holds.
+            "queued.max.messages.kbytes": PREFETCH_BYTES // 1024,
+            "queued.min.messages": settings.max_buffered,
+            # A full prefetch is looked at again after a turn of the loop, not after the
+            # default second, in which a stage that drained it would sit idle.
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             "enable.partition.eof": False,
         })
         sources["group.id"] = "PROCESSOR_GROUP_ID"

@@ -107,7 +107,12 @@ class Stage:
 
     def _turn(self) -> None:
         pipeline = self._pipeline
-        records = self._source.poll(self._options.max_batch, pipeline.poll_timeout())
+        # Paused for backpressure, the turn waits only briefly: resuming depends on the
+        # delivery reports served after the poll, not on records (there are none).
+        timeout = pipeline.poll_timeout()
+        if self._source.paused:
+            timeout = min(timeout, 0.01)
+        records = self._source.poll(self._options.max_batch, timeout)
         pipeline.handle(records)
         pipeline.pump()
         self._settle()

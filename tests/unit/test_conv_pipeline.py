@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from processor.adapters.json_codec import JsonCodec
+from processor.adapters.json_codec import JsonEvents
 from processor.core.conversions.audiences import parse_audiences
 from processor.core.conversions.matching import sha256_hex
 from processor.core.records import Record
@@ -37,7 +37,7 @@ class Loop:
         self.people = MemoryStores("people", "conv.person-state")
         self.transactional = transactional
         self.pipeline = ConversionPipeline(
-            topics=TOPICS, audiences=AUDIENCES, decoder=JsonCodec(), sink=self.sink,
+            topics=TOPICS, audiences=AUDIENCES, decoder=JsonEvents(), sink=self.sink,
             visitor_stores=self.visitors, person_stores=self.people, sensor=self.sensor,
             clock=self.clock,
             options=ConversionOptions(click_ttl_ms=90 * DAY * 1000,

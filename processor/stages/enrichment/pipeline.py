@@ -234,7 +234,9 @@ class Pipeline:
         result: Remembered | RecordError | FatalError,
     ) -> None:
         if isinstance(result, Enriched):
-            message_id = output_message_id(request.message_id, coordinates(record))
+            # The record's coordinates are the seed only when it has no messageId.
+            message_id = output_message_id(
+                request.message_id, "" if request.message_id else coordinates(record))
             event = enriched_event(request, result.traits, message_id, self._now_iso)
             value = self._codec.encode(event, self._topics.output)
             self._counts[(Outcome.ENRICHED, "")] += 1
@@ -268,7 +270,7 @@ class Pipeline:
             return
         slot.payload = None
         # One delivery report per output, rather than a blocking flush at checkpoints,
-        # keeps the stage and the broker working at once (docs/design-notes.md).
+        # keeps the stage and the broker working at once (docs/benchmarks.md).
         self._sink.produce(output.topic, output.key, output.value, output.headers,
                            _Delivery(slot, self.refused))
         input_ms = record.timestamp()[1]
