@@ -6,7 +6,8 @@
     ├── ConfigError                 a setting is wrong; the CLI prints one line, exit 2
     ├── FatalError                  the stage must stop; nothing in flight is committed
     │   ├── ProviderAuthError       the provider refused the key (401/403)
-    │   └── DeliveryError           an output or dead letter could not be delivered
+    │   ├── DeliveryError           an output or dead letter could not be delivered
+    │   └── UnexpectedError         anything else raised in the stage: a bug, stopped like the rest
     ├── RecordError                 one record cannot be processed: it is dead-lettered
     │   ├── DecodeError             the value is not an event: not JSON, not an object, not Avro
     │   │   ├── NotAnObjectError        valid JSON, but not an object
@@ -37,6 +38,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from processor.core.redact import redact
+
 if TYPE_CHECKING:
     from processor.core.records import SourceRecord
 
@@ -63,6 +66,17 @@ class ProviderAuthError(FatalError):
 
 class DeliveryError(FatalError):
     """Kafka did not confirm delivery of an output or dead letter."""
+
+
+class UnexpectedError(FatalError):
+    """An exception nobody foresaw (a bug, a library failing in a new way). The stage
+    stops as for any fatal error rather than crashing with a traceback: exit 3, and
+    nothing past the failure is committed, so the next run processes it again."""
+
+    @classmethod
+    def of(cls, error: BaseException, where: str) -> UnexpectedError:
+        # The library's text may quote data (a key, an address): redacted.
+        return cls(f"unexpected {type(error).__name__} in {where}: {redact(str(error))}")
 
 
 class RecordError(ProcessorError):

@@ -9,7 +9,7 @@ import pytest
 
 from processor.adapters.json_codec import JsonCodec
 from processor.core.cache import TTLCache
-from processor.core.errors import DeliveryError
+from processor.core.errors import DeliveryError, FatalError, UnexpectedError
 from processor.runtime.loop import Stage, StageOptions
 from processor.runtime.ports import Found
 from processor.runtime.signals import StopRequest
@@ -90,3 +90,26 @@ def test_a_refused_delivery_is_fatal_and_nothing_past_it_is_committed() -> None:
     # Only the skip before the outputs could be committed; the outputs were not confirmed.
     assert source.stored.get(TP, 0) <= 1
     assert source.committed_positions.get(TP, 0) <= 1
+
+
+class BrokenCodec(JsonCodec):
+    """Decodes every value but one, on which it fails in a way nobody foresaw."""
+
+    def decode(self, record: Any) -> dict[str, Any]:
+        if record.offset() == 2:
+            raise KeyError("nobody@example.com")
+        return super().decode(record)
+
+
+def test_an_unexpected_exception_is_a_fatal_stop_that_commits_nothing_past_it() -> None:
+    sink, stop, clock = FakeSink(), StopRequest(), FakeClock()
+    batch = [record({"type": "track"}, offset=i) for i in range(5)]
+    stage, source = build([batch], sink, stop, clock)
+    stage._pipeline._codec = BrokenCodec()  # the codec the pipeline calls
+    with pytest.raises(UnexpectedError, match="unexpected KeyError in the stage loop") as raised:
+        run_until_stopped(stage, stop, turns_before_stop=5)
+    assert isinstance(raised.value, FatalError)
+    assert "nobody@example.com" not in str(raised.value)
+    # The two records before it were done; the failing one and those after it were not.
+    assert source.committed_positions.get(TP, 0) == 2
+    assert source.closed

@@ -26,13 +26,13 @@ from processor.core.backoff import Backoff
 from processor.core.circuit import CircuitBreaker, CircuitState
 from processor.core.clock import Clock
 from processor.core.errors import (
-    FatalError,
     LookupPendingError,
     ProviderAuthError,
     QuotaExhaustedError,
     RateLimitedError,
     RetriesExhaustedError,
     TransientProviderError,
+    UnexpectedError,
 )
 from processor.core.ratelimit import RateLimiter
 from processor.runtime.ports import Found, NotFound, Provider, Queued, Rejected, Sensor
@@ -168,8 +168,9 @@ class LookupPool:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.exception("lookup worker failed unexpectedly")
-                self._finish(job, FatalError(f"lookup worker failed: {type(error).__name__}"))
+                # A fatal stop (exit 3, one line), the traceback kept for DEBUG.
+                log.debug("lookup worker failed unexpectedly", exc_info=True)
+                self._finish(job, UnexpectedError.of(error, "a lookup"))
             finally:
                 self._busy -= 1
                 self._sensor.lookups_in_flight(self._busy)
