@@ -114,6 +114,9 @@ class PrometheusSensor:
                               "Input record timestamp to output delivery.")
         self._produce_errors = counter("enrichment_produce_errors",
                                        "Outputs or dead letters the broker did not confirm.")
+        self._trimmed = counter("enrichment_dead_letters_trimmed",
+                                "Dead letters that left out the original value (or headers, "
+                                "or key) to fit the dead-letter topic, by reason.", ("reason",))
         self._commits = counter("enrichment_commits", "Offset commits by result.", ("result",))
         self._last_commit = gauge("enrichment_last_commit_timestamp_seconds",
                                   "Wall time of the last successful commit.")
@@ -143,6 +146,7 @@ class PrometheusSensor:
             self._events.labels(Outcome.SKIPPED, skip)
         for reason in dead_letter_reasons():
             self._events.labels(Outcome.DEAD_LETTERED, reason)
+            self._trimmed.labels(reason)
         for result in ("hit", "miss", "coalesced"):
             self._cache.labels(result)
         for result in ("ok", "error"):
@@ -209,6 +213,10 @@ class PrometheusSensor:
 
     def produce_error(self) -> None:
         self._produce_errors.inc()
+
+    def dead_letters_trimmed(self, counts: dict[str, int]) -> None:
+        for reason, n in counts.items():
+            self._trimmed.labels(reason).inc(n)
 
     def committed(self, ok: bool, wall_time: float) -> None:
         self._commits.labels("ok" if ok else "error").inc()

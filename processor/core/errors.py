@@ -19,7 +19,8 @@
     │   ├── InvalidEmailError       the email is not a syntactically valid address
     │   ├── ProviderRejectedError   the provider answered 422 for this email
     │   ├── RetriesExhaustedError   a retryable failure outlived its retries or deadline
-    │   └── LookupPendingError      the provider kept answering 202 past the deadline
+    │   ├── LookupPendingError      the provider kept answering 202 past the deadline
+    │   └── OutputTooLargeError     the output is larger than the output topic takes
     └── ProviderError               a lookup attempt failed (handled inside the lookup pool)
         ├── TransientProviderError  timeout, 5xx, connection error: retry with backoff
         ├── RateLimitedError        429: the whole pool waits until ``retry_at``
@@ -141,6 +142,13 @@ class LookupPendingError(RecordError):
     """The provider kept the lookup queued (202) past the configured deadline."""
 
     reason = "lookup_pending_timeout"
+
+
+class OutputTooLargeError(RecordError):
+    """The record's output is larger than the output topic's ``max.message.bytes`` allows
+    (``processor.runtime.size_limits``): the input is dead-lettered instead."""
+
+    reason = "output_too_large"
 
 
 class ProviderError(ProcessorError):

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "processor"
 IO_LIBRARIES = {"confluent_kafka", "httpx", "prometheus_client", "aiohttp", "structlog",
                 "fastavro", "requests", "urllib3"}
 SERVICE_LAYER = ["stages/enrichment/pipeline.py", "stages/enrichment/lookups.py",
+                 "runtime/size_limits.py", "runtime/dead_letters.py",
                  "runtime/loop.py", "runtime/ports.py"]
 
 
