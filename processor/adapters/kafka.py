@@ -80,6 +80,36 @@ def verify_topics(config: Mapping[str, Any], topics: Mapping[str, str], timeout:
                                     for line in missing))
 
 
+def max_message_bytes(config: Mapping[str, Any], topics: list[str], timeout: float,
+                      fallback: int) -> dict[str, int]:
+    """Each topic's ``max.message.bytes``, as the cluster applies it (the topic's own
+    setting, else the broker's ``message.max.bytes``). ``fallback`` for a topic whose
+    configuration may not be read (no DescribeConfigs permission), with a warning."""
+    # Only at start. ConfigResource and ResourceType are re-exported by confluent_kafka.admin
+    # in a way its type hints do not declare.
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415
+        AdminClient,
+        ConfigResource,
+        ResourceType,
+    )
+
+    admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
+    admin = AdminClient(admin_config)
+    futures = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, topic) for topic in topics],
+        request_timeout=timeout)
+    found: dict[str, int] = {}
+    for resource, future in futures.items():
+        try:
+            entry = future.result(timeout).get("max.message.bytes")
+            found[resource.name] = int(entry.value) if entry is not None else fallback
+        except (KafkaException, ValueError, TypeError) as error:
+            log.warning("could not read max.message.bytes of topic %s (%s); taking %d bytes "
+                        "as its limit", resource.name, error, fallback)
+            found[resource.name] = fallback
+    return found
+
+
 class KafkaSource:
     """The consumer: batches of records, pause/resume, stored offsets and commits."""
 
@@ -217,6 +247,11 @@ class KafkaSink:
             except BufferError:
                 # librdkafka's local queue is full: serve deliveries until there is room.
                 self._producer.poll(0.05)
+            except KafkaException as error:
+                # Records are sized against their topic before they get here
+                # (processor.runtime.size_limits), so this is not one record's fault.
+                raise DeliveryError(f"the producer refused a record for {topic}: "
+                                    f"{error.args[0].str()}") from None
 
     def _failed(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from processor.adapters.clearbit import ClearbitProvider
 from processor.adapters.json_codec import JsonCodec
-from processor.adapters.kafka import KafkaSink, KafkaSource, verify_topics
+from processor.adapters.kafka import KafkaSink, KafkaSource, max_message_bytes, verify_topics
 from processor.adapters.lag import LagMonitor
 from processor.adapters.prometheus import MetricsServer, PrometheusSensor
 from processor.core.backoff import Backoff
@@ -21,6 +21,7 @@ from processor.entrypoints.settings import Delivery, ProviderName, Settings, kaf
 from processor.runtime.loop import Stage, StageOptions
 from processor.runtime.ports import Codec, Provider
 from processor.runtime.signals import StopRequest
+from processor.runtime.size_limits import TopicLimits, usable
 from processor.stages.enrichment.lookup_cache import LookupMemory, Remembered
 from processor.stages.enrichment.lookups import LookupPolicy, LookupPool
 from processor.stages.enrichment.pipeline import Pipeline, Topics
@@ -71,6 +72,35 @@ def kafka_config(settings: Settings, client: str, environ: Mapping[str, str] | N
             sources["transactional.id"] = "PROCESSOR_TRANSACTIONAL_ID"
     extra, extra_sources = kafka_overrides(client, environ)
     return {**base, **extra}, {**sources, **extra_sources}
+
+
+# librdkafka's own defaults: the producer's record limit (and so the limit taken for a
+# topic whose configuration cannot be read) and its batch size.
+PRODUCER_DEFAULT_MAX_BYTES = 1_000_000
+PRODUCER_DEFAULT_BATCH_BYTES = 1_000_000
+
+
+def topic_limits(settings: Settings, admin_config: Mapping[str, Any],
+                 producer_config: dict[str, Any], producer_sources: Mapping[str, str]
+                 ) -> TopicLimits:
+    """The record limits of the topics the stage writes to, read from the cluster; the
+    producer is sized to match unless a pass-through variable says otherwise: its
+    ``message.max.bytes`` to the largest (librdkafka's 1,000,000 would refuse records
+    the topics take), its ``batch.size`` to the smallest (a batch is held to the limit
+    of its topic as a whole)."""
+    written = [settings.output_topic, settings.dlq_topic]
+    if settings.cache_topic:
+        written.append(settings.cache_topic)
+    found = max_message_bytes(admin_config, written, settings.startup_timeout,
+                              fallback=PRODUCER_DEFAULT_MAX_BYTES)
+    room = [usable(found[topic]) for topic in written]
+    if "message.max.bytes" not in producer_sources:
+        producer_config["message.max.bytes"] = min(1_000_000_000, max(1000, *room))
+    if "batch.size" not in producer_sources:
+        producer_config["batch.size"] = max(1, min(PRODUCER_DEFAULT_BATCH_BYTES, *room))
+    log.info("record limits: %s", ", ".join(f"{t} {usable(found[t])} bytes" for t in written))
+    return TopicLimits.of_topics({t: found[t] for t in written[:2]},
+                                 int(producer_config["message.max.bytes"]))
 
 
 def provider_factory(settings: Settings, clock: Clock) -> Callable[[], Provider]:
@@ -130,6 +160,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
     consumer_config, consumer_sources = kafka_config(settings, "consumer", environ)
     producer_config, producer_sources = kafka_config(settings, "producer", environ)
     admin_config, _ = kafka_config(settings, "admin", environ)
+    limits = topic_limits(settings, admin_config, producer_config, producer_sources)
     source = KafkaSource(consumer_config, consumer_sources,
                          on_commit=lambda ok: sensor.committed(ok, clock.time()))
     sink = KafkaSink(producer_config, producer_sources)
@@ -161,7 +192,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
     pipeline = Pipeline(
         topics=Topics(settings.input_topic, settings.output_topic, settings.dlq_topic),
         codec=codec, sink=sink, submit=lookups.submit, sensor=sensor, clock=clock,
-        memory=memory, transactional=exactly_once,
+        memory=memory, transactional=exactly_once, limits=limits,
     )
     lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval,
                      auto_offset_reset=settings.auto_offset_reset)
