@@ -19,6 +19,14 @@ the same seam; the default follows the figures.
 Transport failures are translated here into ``TransientProviderError`` with
 our own message: library exception texts can carry the request URL, and the
 URL carries the email.
+
+Both read an answer the same way: as a stream, decoded, at most ``max_body``
+bytes. A larger one (by its Content-Length, or once the decoded bytes pass the
+cap, a compression bomb included) is abandoned there and its connection closed,
+so a 30 MB answer costs about ``max_body`` of memory; one whose bytes do not
+decode (a bad ``Content-Encoding``) is reported as such. Either comes back as an
+``HttpAnswer`` with its ``problem`` set, for the provider to judge by the status.
+Each client has its own timeouts; the lookup pool bounds every attempt as a whole.
 """
 
 from __future__ import annotations
@@ -26,15 +34,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from processor.core.errors import TransientProviderError
+
+TOO_LARGE = "too_large"
+UNDECODABLE = "undecodable"
+CHUNK = 64 * 1024
 
 
 class HttpAnswer(NamedTuple):
     status: int
     headers: Mapping[str, str]  # case-insensitive in both clients
-    body: bytes
+    body: bytes  # empty when there is a problem
+    problem: str | None = None  # TOO_LARGE or UNDECODABLE
 
 
 class HttpTransport(Protocol):
@@ -52,15 +65,21 @@ def _unreachable(error: BaseException) -> TransientProviderError:
                                   status="connection_error")
 
 
+def _declared_too_large(headers: Mapping[str, str], max_body: int) -> bool:
+    length = headers.get("content-length", "")
+    return length.isdigit() and int(length) > max_body
+
+
 class AiohttpTransport:
     """aiohttp's client. The session is created on first use, inside the running loop."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str], timeout: float,
-                 max_connections: int) -> None:
+                 max_connections: int, max_body: int = 1_048_576) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = dict(headers)
         self._timeout = timeout
         self._max_connections = max_connections
+        self._max_body = max_body
         self._session: object | None = None
 
     def _open(self) -> object:
@@ -83,11 +102,35 @@ class AiohttpTransport:
         assert isinstance(session, aiohttp.ClientSession)  # noqa: S101 - set just above
         try:
             async with session.get(self._base_url + path, params=params) as response:
-                return HttpAnswer(response.status, response.headers, await response.read())
+                return await self._read(response)
         except TimeoutError:
             raise _timed_out() from None
         except aiohttp.ClientError as error:
             raise _unreachable(error) from None
+
+    async def _read(self, response: Any) -> HttpAnswer:
+        import aiohttp  # noqa: PLC0415
+        from aiohttp.http_exceptions import ContentEncodingError  # noqa: PLC0415
+
+        status, headers, cap = response.status, response.headers, self._max_body
+        if _declared_too_large(headers, cap):
+            response.close()  # not read, and the connection not reused
+            return HttpAnswer(status, headers, b"", TOO_LARGE)
+        body = bytearray()
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK):
+                body += chunk
+                if len(body) > cap:
+                    response.close()
+                    return HttpAnswer(status, headers, b"", TOO_LARGE)
+        except aiohttp.ClientPayloadError as error:
+            # A body cut short is the connection's failure; one that does not decode
+            # is the answer's (aiohttp tells them apart only by the cause).
+            if isinstance(error.__cause__, ContentEncodingError) or "content-encoding" in str(
+                    error).lower():
+                return HttpAnswer(status, headers, b"", UNDECODABLE)
+            raise
+        return HttpAnswer(status, headers, bytes(body))
 
     async def aclose(self) -> None:
         import aiohttp  # noqa: PLC0415
@@ -102,8 +145,10 @@ class HttpxTransport:
     """httpx's AsyncClient (the design card's choice; see the figures above)."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str], timeout: float,
-                 max_connections: int) -> None:
+                 max_connections: int, max_body: int = 1_048_576) -> None:
         import httpx  # noqa: PLC0415 - only when chosen
+
+        self._max_body = max_body
 
         # httpx logs every request URL at INFO, and the URL carries the email.
         for name in ("httpx", "httpcore"):
@@ -118,12 +163,30 @@ class HttpxTransport:
         import httpx  # noqa: PLC0415
 
         try:
-            response = await self._client.get(path, params=dict(params))
+            async with self._client.stream("GET", path, params=dict(params)) as response:
+                return await self._read(response)
         except httpx.TimeoutException:
             raise _timed_out() from None
-        except httpx.TransportError as error:
+        except httpx.RequestError as error:
+            # TransportError and the few others (too many redirects, say): the exchange
+            # failed, whatever this email's answer would have been.
             raise _unreachable(error) from None
-        return HttpAnswer(response.status_code, response.headers, response.content)
+
+    async def _read(self, response: Any) -> HttpAnswer:
+        import httpx  # noqa: PLC0415
+
+        status, headers, cap = response.status_code, response.headers, self._max_body
+        if _declared_too_large(headers, cap):
+            return HttpAnswer(status, headers, b"", TOO_LARGE)  # closed unread on exit
+        body = bytearray()
+        try:
+            async for chunk in response.aiter_bytes(CHUNK):
+                body += chunk
+                if len(body) > cap:
+                    return HttpAnswer(status, headers, b"", TOO_LARGE)
+        except httpx.DecodingError:
+            return HttpAnswer(status, headers, b"", UNDECODABLE)
+        return HttpAnswer(status, headers, bytes(body))
 
     async def aclose(self) -> None:
         await self._client.aclose()

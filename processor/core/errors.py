@@ -20,6 +20,9 @@
     │   ├── ProviderRejectedError   the provider answered 422 for this email
     │   ├── RetriesExhaustedError   a retryable failure outlived its retries or deadline
     │   ├── LookupPendingError      the provider kept answering 202 past the deadline
+    │   ├── UnusableAnswerError     the provider's 200 cannot be read: not decodable, not JSON,
+    │   │   │                       not the expected shape (this email's answer, not its health)
+    │   │   └── AnswerTooLargeError     the answer is larger than PROCESSOR_MAX_ANSWER_BYTES
     │   └── OutputTooLargeError     the output is larger than the output topic takes
     └── ProviderError               a lookup attempt failed (handled inside the lookup pool)
         ├── TransientProviderError  timeout, 5xx, connection error: retry with backoff
@@ -142,6 +145,24 @@ class LookupPendingError(RecordError):
     """The provider kept the lookup queued (202) past the configured deadline."""
 
     reason = "lookup_pending_timeout"
+
+
+class UnusableAnswerError(RecordError):
+    """The provider answered this email, but with something that cannot be used: a body
+    that does not decode (its Content-Encoding), is not JSON, or is not shaped as an
+    answer. Not retried (the same email gets the same answer, and each lookup may be
+    paid for) and no mark against the provider's health: one email's odd answer must
+    not open the circuit for everybody. ``status`` is its label in the lookup metrics."""
+
+    reason = "bad_answer"
+    status: ClassVar[str] = "bad_body"
+
+
+class AnswerTooLargeError(UnusableAnswerError):
+    """The answer is larger than the configured cap; it was not read past the cap."""
+
+    reason = "answer_too_large"
+    status = "too_large"
 
 
 class OutputTooLargeError(RecordError):

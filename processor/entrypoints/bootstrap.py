@@ -112,11 +112,15 @@ def provider_factory(settings: Settings, clock: Clock) -> Callable[[], Provider]
             return HunterProvider(base_url=settings.hunter_base_url, api_key=settings.api_key,
                                   timeout=settings.request_timeout,
                                   max_connections=settings.max_in_flight, clock=clock,
-                                  client=settings.http_client)
+                                  client=settings.http_client,
+                                  max_answer_bytes=settings.max_answer_bytes,
+                                  max_rate_limit_wait=settings.rate_limit_max_wait)
         return ClearbitProvider(base_url=settings.clearbit_base_url, api_key=settings.api_key,
                                 timeout=settings.request_timeout,
                                 max_connections=settings.max_in_flight, clock=clock,
-                                client=settings.http_client)
+                                client=settings.http_client,
+                                max_answer_bytes=settings.max_answer_bytes,
+                                max_rate_limit_wait=settings.rate_limit_max_wait)
     return build
 
 
@@ -176,6 +180,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
         quota_probe_interval=settings.quota_retry_interval,
         queued_retry_delay=settings.queued_retry_interval,
         queued_deadline=settings.queued_deadline,
+        attempt_timeout=settings.request_timeout,
     )
     lookups = LookupPool(provider_factory(settings, clock), policy, clock, sensor)
     shared = None
