@@ -26,7 +26,10 @@ cap, a compression bomb included) is abandoned there and its connection closed,
 so a 30 MB answer costs about ``max_body`` of memory; one whose bytes do not
 decode (a bad ``Content-Encoding``) is reported as such. Either comes back as an
 ``HttpAnswer`` with its ``problem`` set, for the provider to judge by the status.
-Each client has its own timeouts; the lookup pool bounds every attempt as a whole.
+And both bound a request as a whole, from connecting to the last byte, by its
+timeout (httpx's own timeouts bound each phase, so an answer fed a byte at a
+time would never end); the lookup pool bounds every attempt again with what is
+left of its retry deadline.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ class AiohttpTransport:
         session = self._session
         assert isinstance(session, aiohttp.ClientSession)  # noqa: S101 - set just above
         try:
-            async with session.get(self._base_url + path, params=params) as response:
+            async with (asyncio.timeout(self._timeout),
+                        session.get(self._base_url + path, params=params) as response):
                 return await self._read(response)
         except TimeoutError:
             raise _timed_out() from None
@@ -152,6 +156,7 @@ class HttpxTransport:
                  max_connections: int, max_body: int = 1_048_576) -> None:
         import httpx  # noqa: PLC0415 - only when chosen
 
+        self._timeout = timeout
         self._max_body = max_body
 
         # httpx logs every request URL at INFO, and the URL carries the email.
@@ -169,9 +174,11 @@ class HttpxTransport:
         import httpx  # noqa: PLC0415
 
         try:
-            async with self._client.stream("GET", path, params=dict(params)) as response:
+            # httpx's timeouts bound each phase (a read, say), not the request.
+            async with (asyncio.timeout(self._timeout),
+                        self._client.stream("GET", path, params=dict(params)) as response):
                 return await self._read(response)
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             raise _timed_out() from None
         except httpx.RequestError as error:
             # TransportError and the few others (too many redirects, say): the exchange

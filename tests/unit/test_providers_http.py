@@ -181,3 +181,16 @@ def test_retry_at_reads_both_headers_and_caps_both() -> None:
                     60) == pytest.approx(now + 60, abs=0.5)
     assert retry_at({"x-ratelimit-reset": "3"}, clock, 60) == pytest.approx(now + 3, abs=0.5)
     assert retry_at({}, clock, 60) is None
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_drip_fed_answer_times_out_as_a_whole(server: ClearbitServer, client: str) -> None:
+    server.reset()
+    # A byte every 0.1 s keeps every read short; the request as a whole is what must end.
+    server.set_rule("drip@initech.example", 200, body={"person": None, "company": None},
+                    drip_ms=100)
+    started = time.monotonic()
+    (answer,) = ask(clearbit(server.url, client, timeout=0.5), "drip@initech.example")
+    assert isinstance(answer, TransientProviderError)
+    assert answer.status == "timeout"
+    assert time.monotonic() - started < 2
