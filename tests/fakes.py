@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import selectors
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -29,19 +31,50 @@ class FakeClock:
         self.now += seconds
 
 
+class _FastForwardSelector(selectors.DefaultSelector):
+    """Waits only for real I/O: a wait for a timer moves the fake clock instead."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def select(self, timeout: float | None = None) -> Any:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:  # nothing scheduled: wait for a call from another thread
+            return super().select(None)
+        self._clock.advance(timeout)
+        return super().select(0)
+
+
+class FakeTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a ``FakeClock``: sleeps and timers take no real time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(_FastForwardSelector(clock))
+        self._fake_clock = clock
+
+    def time(self) -> float:
+        return self._fake_clock.monotonic()
+
+
 class FakeSink:
     """Records what was produced; deliveries are confirmed by ``deliver`` (or ``fail``)."""
 
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
+        self.partitions: list[int] = []  # the partition asked for, for each of ``produced``
         self._pending: list[DeliveryCallback | None] = []
-        self.failures: list[str] = []
+        self.refused: list[str] = []
         self.flushes = 0
         self.refuse = False  # the broker refuses whatever is delivered from now on
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
+                headers: Headers | None, on_delivery: DeliveryCallback | None,
+                partition: int = -1) -> None:
         self.produced.append((topic, key, value, headers))
+        self.partitions.append(partition)
         self._pending.append(on_delivery)
 
     def deliver(self) -> None:
@@ -90,17 +123,23 @@ class FakeSource:
     def __init__(self, batches: list[list[Record]], partitions: list[tuple[str, int]]) -> None:
         self.batches = list(batches)
         self.partitions = partitions
+        self.polls = 0
+        # Called before each poll: the stage's tests stop it after some turns this way.
+        self.before_poll: Any = None
         self.paused = False
         self.stored: dict[tuple[str, int], int] = {}
         self.committed_positions: dict[tuple[str, int], int] = {}
         self.closed = False
         self._revoke: Any = None
 
-    def subscribe(self, topic: str, on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+    def subscribe(self, topics: Any, on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self._revoke = on_revoke
         on_assign(self.partitions)
 
     def poll(self, max_records: int, timeout: float) -> list[Record]:
+        self.polls += 1
+        if self.before_poll is not None:
+            self.before_poll(self.polls)
         return self.batches.pop(0) if self.batches else []
 
     def assignment(self) -> list[tuple[str, int]]:
@@ -224,3 +263,126 @@ def record(value: Any, offset: int = 0, partition: int = 0, key: bytes | None = 
     raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
     return Record(topic, partition, offset, raw, key=key, headers=headers,
                   timestamp_ms=timestamp_ms)
+
+
+class FakeLookups:
+    """A lookup pool that records what it is asked; with ``answer``, it answers at once."""
+
+    def __init__(self, answer: Any = None) -> None:
+        self.submitted: list[str] = []
+        self.done: list[tuple[str, Any]] = []
+        self._answer = answer
+
+    def start(self) -> None: ...
+
+    def submit(self, emails: list[str]) -> None:
+        self.submitted += emails
+        if self._answer is not None:
+            self.done += [(e, self._answer(e)) for e in emails]
+
+    def take_completed(self) -> list[tuple[str, Any]]:
+        done, self.done = self.done, []
+        return done
+
+    @property
+    def has_completed(self) -> bool:
+        return bool(self.done)
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
+class MemoryStore:
+    """One partition of a state store in a dict; writes return their changelog record."""
+
+    def __init__(self, changelog: str, partition: int) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self._changelog = changelog
+        self._partition = partition
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> Any:
+        from processor.runtime.ports import Output
+
+        self.data[key] = value
+        return Output(self._changelog, key, value, None, self._partition)
+
+    def delete(self, key: bytes) -> Any:
+        from processor.runtime.ports import Output
+
+        self.data.pop(key, None)
+        return Output(self._changelog, key, None, None, self._partition)
+
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return iter(sorted((k, v) for k, v in self.data.items() if k.startswith(prefix)))
+
+
+class MemoryStores:
+    """A named store over partitions, in memory; ``close(clean=False)`` forgets the data
+    (as a real store wipes files it cannot trust), ``restore`` replays a changelog."""
+
+    def __init__(self, name: str, changelog: str) -> None:
+        self.name = name
+        self.changelog = changelog
+        self.open: dict[int, MemoryStore] = {}
+        self.closed: list[tuple[list[int], bool]] = []
+
+    def partition(self, partition: int) -> MemoryStore:
+        if partition not in self.open:
+            self.open[partition] = MemoryStore(self.changelog, partition)
+        return self.open[partition]
+
+    def close(self, partitions: list[int], clean: bool) -> None:
+        self.closed.append((list(partitions), clean))
+        for p in partitions:
+            self.open.pop(p, None)
+
+    def owned(self) -> list[int]:
+        return sorted(self.open)
+
+    def estimated_records(self) -> int:
+        return sum(len(s.data) for s in self.open.values())
+
+
+class ConversionRecorder(RecordingSensor):
+    """The conversions stage's sensor hooks, remembered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_topic: Counter[str] = Counter()
+        self.clicks: Counter[str] = Counter()
+        self.links = 0
+        self.entered: Counter[str] = Counter()
+        self.skips: Counter[tuple[str, str]] = Counter()
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self.written: Counter[str] = Counter()
+        self.restores: list[tuple[str, int, float]] = []
+        self.state_counts: dict[str, int] = {}
+
+    def records(self, counts: dict[str, int]) -> None:
+        self.by_topic.update(counts)
+
+    def clicks_captured(self, counts: dict[str, int]) -> None:
+        self.clicks.update(counts)
+
+    def identity_links(self, count: int) -> None:
+        self.links += count
+
+    def entries(self, counts: dict[str, int]) -> None:
+        self.entered.update(counts)
+
+    def skipped(self, counts: dict[tuple[str, str], int]) -> None:
+        self.skips.update(counts)
+
+    def match_keys_dropped(self, counts: dict[tuple[str, str], int]) -> None:
+        self.dropped.update(counts)
+
+    def conversions_written(self, counts: dict[str, int]) -> None:
+        self.written.update(counts)
+
+    def restored(self, store: str, records: int, seconds: float) -> None:
+        self.restores.append((store, records, seconds))
+
+    def state_records(self, store: str, records: int) -> None:
+        self.state_counts[store] = records

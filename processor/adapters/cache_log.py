@@ -37,13 +37,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from processor.core.enrichment.answers import CacheEntry, Kind
 from processor.core.errors import FatalError
-from processor.runtime.ports import CacheEntry
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-KINDS = frozenset({"found", "not_found", "rejected"})
+KINDS = {kind.value: kind for kind in Kind}
 
 
 def encode_entry(entry: CacheEntry) -> bytes:
@@ -65,7 +65,7 @@ def decode_entry(key: bytes | None, value: bytes | None) -> CacheEntry | None:
     traits, message = data.get("traits"), data.get("message")
     if kind not in KINDS or not isinstance(expires, int | float):
         return None
-    return CacheEntry(key.decode(errors="replace"), kind,
+    return CacheEntry(key.decode(errors="replace"), KINDS[kind],
                       traits if isinstance(traits, dict) else None,
                       message if isinstance(message, str) else None, float(expires))
 

@@ -21,6 +21,7 @@ import orjson
 
 from processor.adapters.http import TOO_LARGE, TRANSPORTS, HttpAnswer, HttpTransport
 from processor.core.clock import Clock
+from processor.core.enrichment.answers import Answer, Found, NotFound, Queued, Rejected
 from processor.core.errors import (
     AnswerTooLargeError,
     ProviderAuthError,
@@ -30,7 +31,6 @@ from processor.core.errors import (
     UnusableAnswerError,
 )
 from processor.core.redact import redact
-from processor.runtime.ports import Answer, Found, NotFound, Queued, Rejected
 
 COMBINED_PATH = "/v2/combined/find"
 USER_AGENT = "clearbit-enrichment-stage/0.1 (+kafka)"
@@ -103,8 +103,8 @@ class ClearbitProvider:
     def __init__(self, *, base_url: str, api_key: str, timeout: float, max_connections: int,
                  clock: Clock, extra_params: Mapping[str, str] | None = None,
                  path: str = COMBINED_PATH, auth_header: tuple[str, str] | None = None,
-                 client: str = "aiohttp", max_answer_bytes: int = 1_048_576,
-                 max_rate_limit_wait: float = 300.0) -> None:
+                 client: str = "aiohttp", transport: HttpTransport | None = None,
+                 max_answer_bytes: int = 1_048_576, max_rate_limit_wait: float = 300.0) -> None:
         self._clock = clock
         self._max_answer_bytes = max_answer_bytes
         self._max_rate_limit_wait = max_rate_limit_wait
@@ -113,8 +113,8 @@ class ClearbitProvider:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         name, value = auth_header or ("Authorization", f"Bearer {api_key}")
         headers[name] = value
-        self._http: HttpTransport = TRANSPORTS[client](base_url, headers, timeout,
-                                                       max_connections, max_answer_bytes)
+        self._http: HttpTransport = transport or TRANSPORTS[client](
+            base_url, headers, timeout, max_connections, max_answer_bytes)
 
     async def find(self, email: str) -> Answer:
         return self._answer(await self._http.get(self._path, {**self._params, "email": email}))

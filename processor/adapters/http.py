@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from processor.core.errors import TransientProviderError
@@ -217,6 +217,22 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class MemoryTransport:
+    """Answers from a function, with no socket: the unit tests' transport (as httpx's
+    ``MockTransport``). The function gets the path and the query parameters."""
+
+    def __init__(self, answer: Callable[[str, Mapping[str, str]], HttpAnswer]) -> None:
+        self._answer = answer
+        self.requests: list[tuple[str, dict[str, str]]] = []
+
+    async def get(self, path: str, params: Mapping[str, str]) -> HttpAnswer:
+        self.requests.append((path, dict(params)))
+        return self._answer(path, params)
+
+    async def aclose(self) -> None:
+        pass
 
 
 TRANSPORTS: dict[str, type[AiohttpTransport] | type[HttpxTransport]] = {

@@ -25,12 +25,12 @@ from typing import Any
 from processor.adapters.clearbit import ClearbitProvider, error_text
 from processor.adapters.http import HttpAnswer
 from processor.core.clock import Clock
+from processor.core.enrichment.answers import Answer, NotFound
 from processor.core.errors import (
     ProviderAuthError,
     QuotaExhaustedError,
     RateLimitedError,
 )
-from processor.runtime.ports import Answer, NotFound
 
 
 class HunterProvider(ClearbitProvider):

@@ -9,8 +9,8 @@ to know confluent-kafka's error codes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from confluent_kafka import (
     OFFSET_INVALID,
@@ -26,6 +26,7 @@ from processor.core.errors import ConfigError, DeliveryError, FatalError
 from processor.core.offsets import TopicPartition as TP
 from processor.core.records import Headers
 from processor.runtime.ports import DeliveryCallback
+from processor.runtime.size_limits import TopicLimits, usable
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +81,59 @@ def verify_topics(config: Mapping[str, Any], topics: Mapping[str, str], timeout:
                                     for line in missing))
 
 
-def max_message_bytes(config: Mapping[str, Any], topics: list[str], timeout: float,
+class TopicInfo(NamedTuple):
+    partitions: int
+    cleanup_policy: str
+
+
+def describe_topics(config: Mapping[str, Any], topics: Sequence[str], timeout: float
+                    ) -> dict[str, TopicInfo | None]:
+    """Partition count and cleanup policy of each topic (None: it does not exist)."""
+    # ConfigResource is public but missing from the package's exports for mypy.
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415
+        AdminClient,
+        ConfigResource,
+    )
+
+    admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
+    admin = AdminClient(admin_config)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as error:
+        raise FatalError(
+            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
+            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error})") from None
+    found: dict[str, TopicInfo | None] = {}
+    existing = [t for t in topics
+                if t in metadata.topics and metadata.topics[t].error is None]
+    policies: dict[str, str] = {}
+    if existing:
+        futures = admin.describe_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in existing])
+        for resource, future in futures.items():
+            entry = future.result(timeout=timeout).get("cleanup.policy")
+            policies[resource.name] = entry.value if entry is not None else "delete"
+    for topic in topics:
+        found[topic] = (TopicInfo(len(metadata.topics[topic].partitions), policies[topic])
+                        if topic in policies else None)
+    return found
+
+
+def max_message_bytes(config: Mapping[str, Any], topics: Sequence[str], timeout: float,
                       fallback: int) -> dict[str, int]:
     """Each topic's ``max.message.bytes``, as the cluster applies it (the topic's own
     setting, else the broker's ``message.max.bytes``). ``fallback`` for a topic whose
     configuration may not be read (no DescribeConfigs permission), with a warning."""
-    # Only at start. ConfigResource and ResourceType are re-exported by confluent_kafka.admin
-    # in a way its type hints do not declare.
+    # Only at start. ConfigResource is public but missing from the package's exports for mypy.
     from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415
         AdminClient,
         ConfigResource,
-        ResourceType,
     )
 
     admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
     admin = AdminClient(admin_config)
     futures = admin.describe_configs(
-        [ConfigResource(ResourceType.TOPIC, topic) for topic in topics],
+        [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics],
         request_timeout=timeout)
     found: dict[str, int] = {}
     for resource, future in futures.items():
@@ -108,6 +145,30 @@ def max_message_bytes(config: Mapping[str, Any], topics: list[str], timeout: flo
                         "as its limit", resource.name, error, fallback)
             found[resource.name] = fallback
     return found
+
+
+# librdkafka's own defaults: the producer's record limit (and so the limit taken for a
+# topic whose configuration cannot be read) and its batch size.
+PRODUCER_DEFAULT_MAX_BYTES = 1_000_000
+PRODUCER_DEFAULT_BATCH_BYTES = 1_000_000
+
+
+def producer_limits(admin_config: Mapping[str, Any], topics: Sequence[str], timeout: float,
+                    producer_config: dict[str, Any], producer_sources: Mapping[str, str]
+                    ) -> TopicLimits:
+    """The record limits of ``topics`` (those a stage writes to), read from the cluster, with
+    the producer sized to match unless a pass-through variable says otherwise: its
+    ``message.max.bytes`` to the largest (librdkafka's 1,000,000 would refuse records the
+    topics take), its ``batch.size`` to the smallest (a batch is held to the limit of its
+    topic as a whole). Any stage's composition root calls it before building the sink."""
+    found = max_message_bytes(admin_config, topics, timeout, fallback=PRODUCER_DEFAULT_MAX_BYTES)
+    room = [usable(found[topic]) for topic in topics]
+    if "message.max.bytes" not in producer_sources:
+        producer_config["message.max.bytes"] = min(1_000_000_000, max(1000, *room))
+    if "batch.size" not in producer_sources:
+        producer_config["batch.size"] = max(1, min(PRODUCER_DEFAULT_BATCH_BYTES, *room))
+    log.info("record limits: %s", ", ".join(f"{t} {usable(found[t])} bytes" for t in topics))
+    return TopicLimits.of_topics(found, int(producer_config["message.max.bytes"]))
 
 
 class KafkaSource:
@@ -126,7 +187,7 @@ class KafkaSource:
         self._consumer = _client(Consumer, full, sources)
         self.paused = False
 
-    def subscribe(self, topic: str, on_assign: RebalanceCallback,
+    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback,
                   on_revoke: RebalanceCallback, on_lost: RebalanceCallback) -> None:
         def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             consumer.incremental_assign(partitions)
@@ -141,7 +202,7 @@ class KafkaSource:
         def lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
             on_lost([(p.topic, p.partition) for p in partitions])
 
-        self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
+        self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def poll(self, max_records: int, timeout: float) -> list[Message]:
         """Up to ``max_records`` records; client-level errors are logged or raised.
@@ -223,7 +284,7 @@ class KafkaSink:
     def __init__(self, config: Mapping[str, Any], sources: Mapping[str, str]) -> None:
         # Refusals of records produced without a callback of their own (the transactional
         # path, where the commit confirms them); the others report to their callback.
-        self.failures: list[str] = []
+        self.refused: list[str] = []
         self._producer = _client(Producer, {"error_cb": _on_error,
                                             "on_delivery": self._failed, **config}, sources)
         self.transactional = "transactional.id" in config
@@ -235,14 +296,15 @@ class KafkaSink:
                 raise FatalError(f"could not initialise transactions: {error}") from None
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: Headers | None, on_delivery: DeliveryCallback | None) -> None:
+                headers: Headers | None, on_delivery: DeliveryCallback | None,
+                partition: int = -1) -> None:
         while True:
             try:
-                if headers is None and on_delivery is None:
+                if headers is None and on_delivery is None and partition < 0:
                     self._producer.produce(topic, value, key)  # the hot path: no keywords
                 else:
-                    self._producer.produce(topic, value, key, headers=headers,
-                                           on_delivery=on_delivery)
+                    self._producer.produce(topic, value, key, partition=partition,
+                                           headers=headers, on_delivery=on_delivery)
                 return
             except BufferError:
                 # librdkafka's local queue is full: serve deliveries until there is room.
@@ -255,7 +317,7 @@ class KafkaSink:
 
     def _failed(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self.failures.append(f"{message.topic()}: {error.str()}")
+            self.refused.append(f"{message.topic()}: {error.str()}")
 
     def poll(self, timeout: float) -> None:
         self._producer.poll(timeout)

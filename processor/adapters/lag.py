@@ -26,8 +26,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported with types
 
+from processor.adapters.library_internals import OffsetSpec
 from processor.core.offsets import TopicPartition as TP
 from processor.runtime.ports import Sensor
 

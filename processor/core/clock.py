@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 
@@ -13,3 +14,13 @@ class Clock(Protocol):
     def time(self) -> float:
         """Seconds since the epoch (timestamps that leave the process)."""
         ...
+
+
+class SystemClock:
+    """The real clock: the one ``processor.entrypoints.bootstrap`` gives every part."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()

@@ -4,6 +4,7 @@
 
     ProcessorError                  base of everything below
     ├── ConfigError                 a setting is wrong; the CLI prints one line, exit 2
+    │   └── AudienceError           the conversions audiences file is wrong (names the audience)
     ├── FatalError                  the stage must stop; nothing in flight is committed
     │   ├── ProviderAuthError       the provider refused the key (401/403)
     │   ├── DeliveryError           an output or dead letter could not be delivered
@@ -23,7 +24,8 @@
     │   ├── UnusableAnswerError     the provider's 200 cannot be read: not decodable, not JSON,
     │   │   │                       not the expected shape (this email's answer, not its health)
     │   │   └── AnswerTooLargeError     the answer is larger than PROCESSOR_MAX_ANSWER_BYTES
-    │   └── OutputTooLargeError     the output is larger than the output topic takes
+    │   ├── OutputTooLargeError     an output is larger than its topic takes (either stage)
+    │   └── UnreadableInternalError a repartition record the conversions stage cannot read
     └── ProviderError               a lookup attempt failed (handled inside the lookup pool)
         ├── TransientProviderError  timeout, 5xx, connection error: retry with backoff
         ├── RateLimitedError        429: the whole pool waits until ``retry_at``
@@ -56,6 +58,11 @@ class ProcessorError(Exception):
 
 class ConfigError(ProcessorError):
     """A setting is missing or invalid. The message names the variable and what to fix."""
+
+
+class AudienceError(ConfigError):
+    """The audiences file of the conversions stage cannot be used. The message names the
+    file and the audience, and says what to fix."""
 
 
 class FatalError(ProcessorError):
@@ -170,6 +177,12 @@ class OutputTooLargeError(RecordError):
     (``processor.runtime.size_limits``): the input is dead-lettered instead."""
 
     reason = "output_too_large"
+
+
+class UnreadableInternalError(RecordError):
+    """A record on the conversions stage's own repartition topics that it cannot read."""
+
+    reason = "unreadable_internal"
 
 
 class ProviderError(ProcessorError):

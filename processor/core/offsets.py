@@ -14,43 +14,44 @@ committable position over every leading done slot.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 TopicPartition = tuple[str, int]
+P = TypeVar("P")
 
 
-class Slot:
+class Slot(Generic[P]):
     """One consumed record's place in its partition's ledger."""
 
     __slots__ = ("done", "offset", "payload")
 
-    def __init__(self, offset: int, payload: Any = None) -> None:
+    def __init__(self, offset: int, payload: P | None = None) -> None:
         self.offset = offset
         self.done = False
-        # Whatever the pipeline needs to finish this record (the record, its result...).
+        # What the pipeline needs to finish this record (its pending work, or its output).
         self.payload = payload
 
     def __repr__(self) -> str:
         return f"Slot({self.offset}, done={self.done})"
 
 
-class PartitionLedger:
+class PartitionLedger(Generic[P]):
     """The slots of one partition, oldest first."""
 
     __slots__ = ("_slots", "position")
 
     def __init__(self) -> None:
-        self._slots: deque[Slot] = deque()
+        self._slots: deque[Slot[P]] = deque()
         # The next offset to commit (one past the last accounted-for record), or
         # None while nothing has been accounted for since the partition was assigned.
         self.position: int | None = None
 
-    def track(self, offset: int, payload: Any = None) -> Slot:
+    def track(self, offset: int, payload: P | None = None) -> Slot[P]:
         """Register a newly consumed record; offsets must arrive in increasing order."""
         if self._slots and offset <= self._slots[-1].offset:
             raise ValueError(f"offset {offset} after {self._slots[-1].offset}: out of order")
-        slot = Slot(offset, payload)
+        slot: Slot[P] = Slot(offset, payload)
         self._slots.append(slot)
         return slot
 
@@ -63,9 +64,9 @@ class PartitionLedger:
             moved = True
         return moved
 
-    def take_leading(self, ready: Any) -> list[Slot]:
+    def take_leading(self, ready: Callable[[Slot[P]], bool]) -> list[Slot[P]]:
         """Pop the leading slots for which ``ready(slot)`` holds (used by transactions)."""
-        taken: list[Slot] = []
+        taken: list[Slot[P]] = []
         slots = self._slots
         while slots and ready(slots[0]):
             taken.append(slots.popleft())
@@ -76,23 +77,23 @@ class PartitionLedger:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def __iter__(self) -> Iterator[Slot]:
+    def __iter__(self) -> Iterator[Slot[P]]:
         return iter(self._slots)
 
 
-class OffsetLedger:
+class OffsetLedger(Generic[P]):
     """Ledgers of every partition this instance owns."""
 
     def __init__(self) -> None:
-        self._partitions: dict[TopicPartition, PartitionLedger] = {}
+        self._partitions: dict[TopicPartition, PartitionLedger[P]] = {}
 
-    def partition(self, tp: TopicPartition) -> PartitionLedger:
+    def partition(self, tp: TopicPartition) -> PartitionLedger[P]:
         ledger = self._partitions.get(tp)
         if ledger is None:
-            ledger = self._partitions[tp] = PartitionLedger()
+            ledger = self._partitions[tp] = PartitionLedger[P]()
         return ledger
 
-    def drop(self, tp: TopicPartition) -> PartitionLedger | None:
+    def drop(self, tp: TopicPartition) -> PartitionLedger[P] | None:
         """Forget a partition (revoked or rewound); returns its ledger for a last look."""
         return self._partitions.pop(tp, None)
 
@@ -109,7 +110,7 @@ class OffsetLedger:
         """Records consumed and not yet accounted for, over all partitions."""
         return sum(len(lg) for lg in self._partitions.values())
 
-    def items(self) -> Iterator[tuple[TopicPartition, PartitionLedger]]:
+    def items(self) -> Iterator[tuple[TopicPartition, PartitionLedger[P]]]:
         return iter(list(self._partitions.items()))
 
     def __contains__(self, tp: object) -> bool:

@@ -80,12 +80,10 @@ def cached_path(bench: Bench, quick: bool) -> dict[str, Any]:
 def cached_avro(bench: Bench, quick: bool) -> dict[str, Any]:
     """The cached path with Avro input and output (and a real schema registry), next to
     JSON in the same run."""
-    from processor.adapters.avro import (  # noqa: PLC0415 - Avro only
-        IDENTIFY_SCHEMA,
-        AvroWriter,
-        SchemaRegistry,
-        identify_to_datum,
-    )
+    from processor.adapters.avro.datum import identify_to_datum  # noqa: PLC0415 - Avro only
+    from processor.adapters.avro.registry import SchemaRegistry  # noqa: PLC0415 - Avro only
+    from processor.adapters.avro.schemas import IDENTIFY_SCHEMA  # noqa: PLC0415 - Avro only
+    from processor.adapters.avro.writer import AvroWriter  # noqa: PLC0415 - Avro only
 
     count = 50_000 if quick else 200_000
     figures = {}

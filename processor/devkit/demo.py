@@ -33,6 +33,7 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, Producer
 
+from processor.core.clock import SystemClock
 from processor.devkit.broker import LocalKafka, create_topics
 from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.registry import LocalRegistry
@@ -93,12 +94,10 @@ def produce(bootstrap: str, topic: str, registry_url: str | None) -> int:
     events = demo_events()
     encode: Callable[[dict[str, Any]], bytes] | None = None
     if registry_url:
-        from processor.adapters.avro import (  # noqa: PLC0415 - Avro only
-            IDENTIFY_SCHEMA,
-            AvroWriter,
-            SchemaRegistry,
-            identify_to_datum,
-        )
+        from processor.adapters.avro.datum import identify_to_datum  # noqa: PLC0415 - Avro only
+        from processor.adapters.avro.registry import SchemaRegistry  # noqa: PLC0415 - Avro only
+        from processor.adapters.avro.schemas import IDENTIFY_SCHEMA  # noqa: PLC0415 - Avro only
+        from processor.adapters.avro.writer import AvroWriter  # noqa: PLC0415 - Avro only
 
         writer = AvroWriter(SchemaRegistry({"url": registry_url}), schema=IDENTIFY_SCHEMA,
                             to_datum=identify_to_datum)
@@ -121,14 +120,13 @@ def output_decoder(registry_url: str | None) -> Callable[[Any], dict[str, Any]]:
     names in the registry (what any consumer would do)."""
     if registry_url is None:
         return lambda message: orjson.loads(message.value())
-    from processor.adapters.avro import (  # noqa: PLC0415 - Avro only
-        ENRICHED_SCHEMA,
-        AvroReader,
-        SchemaRegistry,
-        enriched_from_datum,
-    )
+    from processor.adapters.avro.datum import enriched_from_datum  # noqa: PLC0415 - Avro only
+    from processor.adapters.avro.reader import AvroReader  # noqa: PLC0415 - Avro only
+    from processor.adapters.avro.registry import SchemaRegistry  # noqa: PLC0415 - Avro only
+    from processor.adapters.avro.schemas import ENRICHED_SCHEMA  # noqa: PLC0415 - Avro only
 
     reader = AvroReader(SchemaRegistry({"url": registry_url}), schema=ENRICHED_SCHEMA,
+                        clock=SystemClock(),
                         to_event=enriched_from_datum)
     return reader.decode
 

@@ -4,42 +4,38 @@ concrete adapter; nothing else creates a client, a metric or reads the environme
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from processor.adapters.clearbit import ClearbitProvider
 from processor.adapters.json_codec import JsonCodec
-from processor.adapters.kafka import KafkaSink, KafkaSource, max_message_bytes, verify_topics
+from processor.adapters.kafka import KafkaSink, KafkaSource, producer_limits, verify_topics
 from processor.adapters.lag import LagMonitor
-from processor.adapters.prometheus import MetricsServer, PrometheusSensor
+from processor.adapters.prometheus import PrometheusSensor
+from processor.adapters.runtime_metrics import MetricsServer
 from processor.core.backoff import Backoff
 from processor.core.cache import TTLCache
-from processor.core.clock import Clock
-from processor.entrypoints.settings import Delivery, ProviderName, Settings, kafka_overrides
+from processor.core.clock import Clock, SystemClock
+from processor.core.enrichment.answers import Remembered
+from processor.entrypoints.settings import (
+    Delivery,
+    ProviderName,
+    Settings,
+    StageSettings,
+    kafka_overrides,
+)
 from processor.runtime.loop import Stage, StageOptions
-from processor.runtime.ports import Codec, Provider
 from processor.runtime.signals import StopRequest
-from processor.runtime.size_limits import TopicLimits, usable
-from processor.stages.enrichment.lookup_cache import LookupMemory, Remembered
+from processor.stages.enrichment.lookup_cache import LookupCache
 from processor.stages.enrichment.lookups import LookupPolicy, LookupPool
 from processor.stages.enrichment.pipeline import Pipeline, Topics
+from processor.stages.enrichment.ports import Codec, Provider
 
 log = logging.getLogger(__name__)
 
 
-class SystemClock:
-    """The real clock (``processor.core.clock.Clock``)."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
-
-
-def kafka_config(settings: Settings, client: str, environ: Mapping[str, str] | None = None
+def kafka_config(settings: StageSettings, client: str, environ: Mapping[str, str] | None = None
                  ) -> tuple[dict[str, Any], dict[str, str]]:
     """librdkafka configuration for ``client``: our defaults, then the pass-through."""
     base: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers,
@@ -74,33 +70,41 @@ def kafka_config(settings: Settings, client: str, environ: Mapping[str, str] | N
     return {**base, **extra}, {**sources, **extra_sources}
 
 
-# librdkafka's own defaults: the producer's record limit (and so the limit taken for a
-# topic whose configuration cannot be read) and its batch size.
-PRODUCER_DEFAULT_MAX_BYTES = 1_000_000
-PRODUCER_DEFAULT_BATCH_BYTES = 1_000_000
+def codec_for(settings: Settings, clock: Clock) -> Codec:
+    """The codec ``PROCESSOR_INPUT_FORMAT`` and ``PROCESSOR_OUTPUT_FORMAT`` ask for. With
+    Avro on either side the registry is asked now, so that a wrong URL, a refused key or an
+    incompatible schema stops the start with a message rather than the first record."""
+    json_codec = JsonCodec()
+    if settings.input_format == "json" and settings.output_format == "json":
+        return json_codec
+    # Avro only: the registry client and fastavro are not imported otherwise.
+    from processor.adapters.avro.codec import Decoder, Encoder, FormatCodec  # noqa: PLC0415
+    from processor.adapters.avro.reader import AvroReader  # noqa: PLC0415
+    from processor.adapters.avro.registry import SchemaRegistry  # noqa: PLC0415
+    from processor.adapters.avro.writer import EnrichedWriter  # noqa: PLC0415
+
+    registry = SchemaRegistry(registry_config(settings))
+    decoder: Decoder = json_codec
+    encoder: Encoder = json_codec
+    if settings.input_format == "avro":
+        registry.probe()
+        decoder = AvroReader(registry, clock=clock)
+    if settings.output_format == "avro":
+        writer = EnrichedWriter(registry, auto_register=settings.schema_registry_auto_register)
+        writer.register(settings.output_topic)
+        encoder = writer
+    return FormatCodec(decoder, encoder)
 
 
-def topic_limits(settings: Settings, admin_config: Mapping[str, Any],
-                 producer_config: dict[str, Any], producer_sources: Mapping[str, str]
-                 ) -> TopicLimits:
-    """The record limits of the topics the stage writes to, read from the cluster; the
-    producer is sized to match unless a pass-through variable says otherwise: its
-    ``message.max.bytes`` to the largest (librdkafka's 1,000,000 would refuse records
-    the topics take), its ``batch.size`` to the smallest (a batch is held to the limit
-    of its topic as a whole)."""
-    written = [settings.output_topic, settings.dlq_topic]
-    if settings.cache_topic:
-        written.append(settings.cache_topic)
-    found = max_message_bytes(admin_config, written, settings.startup_timeout,
-                              fallback=PRODUCER_DEFAULT_MAX_BYTES)
-    room = [usable(found[topic]) for topic in written]
-    if "message.max.bytes" not in producer_sources:
-        producer_config["message.max.bytes"] = min(1_000_000_000, max(1000, *room))
-    if "batch.size" not in producer_sources:
-        producer_config["batch.size"] = max(1, min(PRODUCER_DEFAULT_BATCH_BYTES, *room))
-    log.info("record limits: %s", ", ".join(f"{t} {usable(found[t])} bytes" for t in written))
-    return TopicLimits.of_topics({t: found[t] for t in written[:2]},
-                                 int(producer_config["message.max.bytes"]))
+def registry_config(settings: Settings) -> dict[str, Any]:
+    """The schema registry client's configuration."""
+    config: dict[str, Any] = {"url": settings.schema_registry_url}
+    user_info = settings.schema_registry_basic_auth_user_info.get_secret_value()
+    if user_info:
+        config["basic.auth.user.info"] = user_info
+    if settings.schema_registry_ca_location:
+        config["ssl.ca.location"] = settings.schema_registry_ca_location
+    return config
 
 
 def provider_factory(settings: Settings, clock: Clock) -> Callable[[], Provider]:
@@ -151,33 +155,34 @@ def assemble(settings: Settings, clock: Clock | None = None,
     clock = clock or SystemClock()
     # First: with Avro it asks the schema registry, and a refusal must stop the start
     # before any Kafka client exists.
-    codec: Codec = JsonCodec()
-    if "avro" in (settings.input_format, settings.output_format):
-        from processor.adapters.avro import codec_for  # noqa: PLC0415 - Avro only
-
-        codec = codec_for(settings)
+    codec = codec_for(settings, clock)
     # A revoke or a drain can hold the loop for up to the shutdown timeout: liveness
     # must not kill the pod in the middle of one.
-    sensor = PrometheusSensor(liveness_timeout=max(60.0, settings.shutdown_timeout + 30.0))
+    sensor = PrometheusSensor(liveness_timeout=max(60.0, settings.shutdown_timeout + 30.0),
+                              clock=clock)
     exactly_once = settings.delivery is Delivery.EXACTLY_ONCE
 
     consumer_config, consumer_sources = kafka_config(settings, "consumer", environ)
     producer_config, producer_sources = kafka_config(settings, "producer", environ)
     admin_config, _ = kafka_config(settings, "admin", environ)
-    limits = topic_limits(settings, admin_config, producer_config, producer_sources)
+    written = [settings.output_topic, settings.dlq_topic]
+    if settings.cache_topic:
+        written.append(settings.cache_topic)
+    limits = producer_limits(admin_config, written, settings.startup_timeout, producer_config,
+                             producer_sources)
     source = KafkaSource(consumer_config, consumer_sources,
                          on_commit=lambda ok: sensor.committed(ok, clock.time()))
     sink = KafkaSink(producer_config, producer_sources)
 
     policy = LookupPolicy(
-        workers=settings.max_in_flight,
+        max_in_flight=settings.max_in_flight,
         rate_limit_per_minute=settings.provider_rate_limit,
         max_attempts=settings.max_attempts,
         retry_deadline=settings.retry_deadline,
         backoff=Backoff(),
         breaker_threshold=settings.breaker_threshold,
         breaker_reset=settings.breaker_reset,
-        quota_probe_interval=settings.quota_retry_interval,
+        quota_retry_interval=settings.quota_retry_interval,
         queued_retry_delay=settings.queued_retry_interval,
         queued_deadline=settings.queued_deadline,
         attempt_timeout=settings.request_timeout,
@@ -191,23 +196,23 @@ def assemble(settings: Settings, clock: Clock | None = None,
                           if not k.startswith("transaction")}
         shared = KafkaCacheLog(settings.cache_topic, consumer_config, plain_producer,
                                timeout=settings.startup_timeout)
-    memory = LookupMemory(cache=TTLCache[Remembered](settings.cache_max_entries, clock),
+    memory = LookupCache(cache=TTLCache[Remembered](settings.cache_max_entries, clock),
                           codec=codec, clock=clock, found_ttl=settings.cache_ttl,
                           not_found_ttl=settings.not_found_ttl, shared=shared)
     pipeline = Pipeline(
         topics=Topics(settings.input_topic, settings.output_topic, settings.dlq_topic),
-        codec=codec, sink=sink, submit=lookups.submit, sensor=sensor, clock=clock,
+        codec=codec, sink=sink, lookups=lookups, sensor=sensor, clock=clock,
         memory=memory, transactional=exactly_once, limits=limits,
     )
     lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval,
                      auto_offset_reset=settings.auto_offset_reset)
     options = StageOptions(
-        input_topic=settings.input_topic, max_batch=settings.max_batch,
+        input_topics=(settings.input_topic,), max_batch=settings.max_batch,
         max_buffered=settings.max_buffered, commit_interval=settings.commit_interval,
         shutdown_timeout=settings.shutdown_timeout, transactional=exactly_once,
     )
     stage = Stage(options=options, source=source, sink=sink, pipeline=pipeline,
-                  lookups=lookups, memory=memory, sensor=sensor, clock=clock,
+                  sensor=sensor, clock=clock,
                   on_assignment=lag.owned, stop=stop)
     metrics = (MetricsServer(sensor, settings.metrics_host, settings.metrics_port)
                if settings.metrics_port else None)

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from processor import __version__
 from processor.core.errors import ConfigError, FatalError, ProcessorError, UnexpectedError
-from processor.entrypoints.settings import Settings, env_name, load
+from processor.entrypoints.settings import Settings, StageSettings, env_name, load, load_as
 from processor.runtime.signals import StopRequest
 
 log = logging.getLogger("processor")
@@ -42,24 +42,25 @@ def _default_text(value: Any, description: str = "") -> str:
     return "''" if value == "" else str(value)
 
 
-def flag_fields() -> list[str]:
+def flag_fields(kind: type[StageSettings] = Settings) -> list[str]:
     """Settings that can be given as flags: all but secrets, which a command line would
     show to everyone who can list processes."""
-    return [f for f, info in Settings.model_fields.items() if info.annotation is not SecretStr]
+    return [f for f, info in kind.model_fields.items() if info.annotation is not SecretStr]
 
 
-def secret_variables() -> list[str]:
-    return [env_name(f) for f, info in Settings.model_fields.items()
+def secret_variables(kind: type[StageSettings] = Settings) -> list[str]:
+    return [env_name(f, kind) for f, info in kind.model_fields.items()
             if info.annotation is SecretStr]
 
 
-def _add_settings_options(parser: argparse.ArgumentParser) -> None:
-    for field in flag_fields():
-        info = Settings.model_fields[field]
-        default = info.default
+def _add_settings_options(parser: argparse.ArgumentParser,
+                          kind: type[StageSettings] = Settings) -> None:
+    for field in flag_fields(kind):
+        info = kind.model_fields[field]
         parser.add_argument(
             _flag(field), dest=field, default=None, metavar="VALUE",
-            help=f"{info.description} [env: {env_name(field)}; default: {_default_text(default)}]",
+            help=f"{info.description} [env: {env_name(field, kind)}; "
+                 f"default: {_default_text(info.default)}]",
         )
 
 
@@ -87,12 +88,48 @@ def build_parser() -> argparse.ArgumentParser:
     from processor.entrypoints.replay import add_replay_command  # noqa: PLC0415 - keeps startup small
 
     add_replay_command(commands)
+    _add_conversions_command(commands)
     return parser
 
 
-def overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _add_conversions_command(commands: Any) -> None:
+    from processor.entrypoints.conversion_settings import (  # noqa: PLC0415
+        ConversionSettings,
+    )
+
+    conversions = commands.add_parser(
+        "conversions", help="run the conversions stage until SIGTERM/SIGINT",
+        description="Run the conversions stage: remember the ad click IDs visitors arrived "
+                    "with, learn who they are from identify calls, and write one conversion "
+                    "for each entry into an audience. Every option falls back to its "
+                    "environment variable; librdkafka properties pass through as for run. "
+                    "`processor conversions topics` prints the topics it needs.")
+    _add_settings_options(conversions, ConversionSettings)
+    conversions.set_defaults(handler=_conversions, kind=ConversionSettings)
+    tools = conversions.add_subparsers(dest="tool", metavar="TOOL")
+    topics = tools.add_parser(
+        "topics", help="print the topics the stage needs (name, partitions, cleanup policy)",
+        description="Print every topic the conversions stage reads or writes, with the "
+                    "partitions and cleanup policy it needs, as the stage checks them at "
+                    "start. The stage never creates topics.")
+    topics.set_defaults(handler=_conversion_topics)
+
+
+def _conversions(args: argparse.Namespace) -> int:
+    from processor.entrypoints.conversions import run  # noqa: PLC0415 - Kafka only when needed
+
+    return run(load_as(args.kind, overrides(args, args.kind)), args.stop)
+
+
+def _conversion_topics(args: argparse.Namespace) -> int:
+    from processor.entrypoints.conversions import print_topics  # noqa: PLC0415
+
+    return print_topics(load_as(args.kind, overrides(args, args.kind)))
+
+
+def overrides(args: argparse.Namespace, kind: type[StageSettings] = Settings) -> dict[str, Any]:
     """The settings given as flags (those not given fall back to the environment)."""
-    return {f: getattr(args, f) for f in flag_fields() if getattr(args, f, None) is not None}
+    return {f: getattr(args, f) for f in flag_fields(kind) if getattr(args, f, None) is not None}
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,10 +1,12 @@
-"""The stage's main loop and lifecycle: poll, hand over, commit, hold back, stop.
+"""A stage's main loop and lifecycle: poll, hand over, commit, hold back, stop.
 
-One thread owns the consumer and the producer. Each turn of the loop it:
+Both stages run on it; what each does to its records is its ``Pipeline``
+(``processor.runtime.ports``). One thread owns the consumer and the producer.
+Each turn of the loop it:
 
-1. polls a batch (briefly when lookups are in flight, so finished ones are
-   picked up soon) and hands it to the pipeline;
-2. hands finished lookups to the pipeline;
+1. polls a batch (briefly when the pipeline has work in the background, so
+   finished work is picked up soon) and hands it to the pipeline;
+2. lets the pipeline take what finished in the background (lookups, for one);
 3. serves delivery reports, then stores (at-least-once) or, at the commit
    interval, commits in a transaction (exactly-once) what is safe;
 4. pauses fetching while too many records are unfinished, and resumes once
@@ -28,11 +30,8 @@ from enum import Enum
 from processor.core.clock import Clock
 from processor.core.errors import DeliveryError, FatalError, UnexpectedError
 from processor.core.offsets import TopicPartition
-from processor.runtime.ports import Sensor, Source, TransactionalSink
+from processor.runtime.ports import Pipeline, Sensor, Source, TransactionalSink
 from processor.runtime.signals import StopRequest
-from processor.stages.enrichment.lookup_cache import LookupMemory
-from processor.stages.enrichment.lookups import LookupPool
-from processor.stages.enrichment.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class Lifecycle(Enum):
 
 @dataclass(frozen=True)
 class StageOptions:
-    input_topic: str
+    input_topics: tuple[str, ...]
     max_batch: int = 500
     max_buffered: int = 10_000
     commit_interval: float = 1.0
@@ -63,8 +62,6 @@ class Stage:
         source: Source,
         sink: TransactionalSink,
         pipeline: Pipeline,
-        lookups: LookupPool,
-        memory: LookupMemory,
         sensor: Sensor,
         clock: Clock,
         on_assignment: Callable[[list[TopicPartition]], None] = lambda _tps: None,
@@ -74,8 +71,6 @@ class Stage:
         self._source = source
         self._sink = sink
         self._pipeline = pipeline
-        self._lookups = lookups
-        self._memory = memory
         self._sensor = sensor
         self._clock = clock
         self._on_assignment = on_assignment
@@ -95,11 +90,8 @@ class Stage:
     def run(self) -> None:
         """Run until stopped; raises ``FatalError`` when the stage cannot go on (an
         ``UnexpectedError`` for any other exception)."""
-        loaded = self._memory.load()
-        if loaded:
-            log.info("cache: %d remembered lookups loaded from the shared cache", loaded)
-        self._lookups.start()
-        self._source.subscribe(self._options.input_topic, self._assigned, self._revoked,
+        self._pipeline.start()
+        self._source.subscribe(self._options.input_topics, self._assigned, self._revoked,
                                self._lost)
         self.state = Lifecycle.RUNNING
         self._sensor.state(alive=True, ready=False)
@@ -123,12 +115,9 @@ class Stage:
 
     def _turn(self) -> None:
         pipeline = self._pipeline
-        waiting = pipeline.lookups_pending > 0
-        timeout = 0 if self._lookups.has_completed else (0.01 if waiting else 0.1)
-        records = self._source.poll(self._options.max_batch, timeout)
+        records = self._source.poll(self._options.max_batch, pipeline.poll_timeout())
         pipeline.handle(records)
-        pipeline.on_lookups(self._lookups.take_completed())
-        self._memory.refresh()
+        pipeline.pump()
         self._settle()
         self._hold_back()
 
@@ -151,14 +140,14 @@ class Stage:
         pipeline.report()
 
     def _raise_failures(self) -> None:
-        refused = self._sink.failures + self._pipeline.failures
+        refused = self._sink.refused + self._pipeline.refused
         if refused:
             for _ in refused:
                 self._sensor.produce_error()
             raise DeliveryError(f"the broker did not take {len(refused)} record(s): "
                                 f"{refused[0]}")
-        if self._pipeline.failure is not None:
-            raise self._pipeline.failure
+        if self._pipeline.fatal is not None:
+            raise self._pipeline.fatal
 
     def _hold_back(self) -> None:
         outstanding = self._pipeline.outstanding()
@@ -178,8 +167,9 @@ class Stage:
         if not outputs and not positions:
             return
         self._sink.begin()
-        for topic, key, value, headers in outputs:
-            self._sink.produce(topic, key, value, headers, None)
+        for output in outputs:
+            self._sink.produce(output.topic, output.key, output.value, output.headers, None,
+                               output.partition)
         try:
             self._sink.commit_transaction(positions, self._source.group_metadata(), 30.0)
         except DeliveryError as error:
@@ -217,6 +207,7 @@ class Stage:
 
     def _assigned(self, tps: list[TopicPartition]) -> None:
         log.info("assigned %s", _names(tps))
+        self._pipeline.assigned(tps)
         self._on_assignment(self._source.assignment())
         self._sensor.state(alive=True, ready=True)
 
@@ -230,7 +221,7 @@ class Stage:
                  "" if stopping else ": finishing their in-flight records")
         self._finish_partitions(tps, 0.0 if stopping else self._options.shutdown_timeout)
         self._commit_now(tps)
-        self._pipeline.drop(tps)
+        self._pipeline.drop(tps, committed=True)
         remaining = [tp for tp in self._source.assignment() if tp not in tps]
         self._on_assignment(remaining)
 
@@ -241,12 +232,12 @@ class Stage:
         self._on_assignment([tp for tp in self._source.assignment() if tp not in tps])
 
     def _finish_partitions(self, tps: list[TopicPartition] | None, timeout: float) -> None:
-        """Keep lookups and deliveries moving until ``tps`` have nothing unfinished."""
+        """Keep background work and deliveries moving until ``tps`` have nothing unfinished."""
         deadline = self._clock.monotonic() + timeout
         pipeline = self._pipeline
         while (pipeline.unfinished(tps) and self._clock.monotonic() < deadline
                and not self._stop_request.urgent):
-            pipeline.on_lookups(self._lookups.take_completed())
+            pipeline.pump()
             self._sink.poll(0.01)
             self._raise_failures()
         self._pipeline.report()
@@ -280,8 +271,7 @@ class Stage:
             log.warning("could not commit after the failure", exc_info=True)
 
     def _close(self) -> None:
-        self._lookups.stop()
-        self._memory.close()
+        self._pipeline.stop()
         for name, client in (("consumer", self._source), ("producer", self._sink)):
             try:
                 client.close()

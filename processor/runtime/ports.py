@@ -1,58 +1,35 @@
-"""The seams between the pipeline and the world: each adapter implements one of these.
+"""The seams between a stage and the world: the runtime and the adapters meet here.
 
-The pipeline and the lookup pool import only these Protocols, never
-``confluent_kafka``, ``httpx`` or ``prometheus_client``; the composition root
-(``processor.entrypoints.bootstrap``) decides which concrete adapter stands behind each.
+The stage loop and each stage's pipeline import only these Protocols, never
+``confluent_kafka`` or ``prometheus_client``; the composition root
+(``processor.entrypoints.bootstrap``) decides which adapter stands behind each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
+from processor.core.errors import FatalError
 from processor.core.offsets import TopicPartition
 from processor.core.records import Headers, SourceRecord
 
 DeliveryCallback = Callable[[Any, Any], None]  # (error or None, delivered message)
+RebalanceCallback = Callable[[list[TopicPartition]], None]
 
 
-# --- what a provider answers -------------------------------------------------
+class Output(NamedTuple):
+    """One record to produce: an output, a dead letter or a changelog record.
 
+    ``partition`` is -1 to let the producer's partitioner choose by key; a changelog
+    record names its store's partition, since changelog partition p backs input p.
+    """
 
-class Found(NamedTuple):
-    """A record exists: Clearbit-shaped person and company objects (either may be None)."""
-
-    person: Any
-    company: Any
-
-
-class NotFound(NamedTuple):
-    """No record for this email (404, or found with neither person nor company)."""
-
-
-class Queued(NamedTuple):
-    """The provider is looking it up asynchronously (202): ask again later."""
-
-
-class Rejected(NamedTuple):
-    """The provider will never accept this email (422): a permanent, per-record failure."""
-
-    message: str
-
-
-Answer = Found | NotFound | Queued | Rejected
-
-
-class Provider(Protocol):
-    """One enrichment provider. Failures are raised as ``processor.core.errors`` types:
-    ``TransientProviderError``, ``RateLimitedError``, ``QuotaExhaustedError``,
-    ``ProviderAuthError``."""
-
-    name: str
-
-    async def find(self, email: str) -> Answer: ...
-
-    async def aclose(self) -> None: ...
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
+    partition: int = -1
 
 
 # --- Kafka ---------------------------------------------------------------------
@@ -61,7 +38,7 @@ class Provider(Protocol):
 class Sink(Protocol):
     """Where outputs and dead letters go."""
 
-    failures: list[str]  # deliveries the broker refused for good, as reported by poll/flush
+    refused: list[str]  # deliveries the broker refused for good, as reported by poll/flush
 
     def produce(
         self,
@@ -70,6 +47,7 @@ class Sink(Protocol):
         value: bytes | None,
         headers: Headers | None,
         on_delivery: DeliveryCallback | None,
+        partition: int = -1,
     ) -> None: ...
 
     def poll(self, timeout: float) -> None:
@@ -93,15 +71,12 @@ class TransactionalSink(Sink, Protocol):
     def abort(self, timeout: float) -> None: ...
 
 
-RebalanceCallback = Callable[[list[TopicPartition]], None]
-
-
 class Source(Protocol):
     """Where input records come from: a consumer group member."""
 
     paused: bool
 
-    def subscribe(self, topic: str, on_assign: RebalanceCallback,
+    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback,
                   on_revoke: RebalanceCallback, on_lost: RebalanceCallback) -> None: ...
     def poll(self, max_records: int, timeout: float) -> Sequence[SourceRecord]: ...
     def assignment(self) -> list[TopicPartition]: ...
@@ -117,64 +92,57 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class Codec(Protocol):
-    """Bytes to an event object and back (JSON, or Avro with a schema registry)."""
-
-    def decode(self, record: SourceRecord) -> dict[str, Any]:
-        """Raises ``DecodeError`` (or a subclass) for bytes that are not an event."""
-
-    def prepare(self, traits: dict[str, Any]) -> Any:
-        """Traits (email included) in the form ``encode`` takes fastest. Done once per
-        email and cached, so every later event of that email skips re-encoding them."""
-
-    def encode(self, event: dict[str, Any], topic: str) -> bytes:
-        """``event["traits"]`` is a value returned by ``prepare``."""
+# --- a stage's own work ----------------------------------------------------------
 
 
-class CacheEntry(NamedTuple):
-    """One remembered lookup, as shared between replicas and restarts."""
+class Pipeline(Protocol):
+    """What one stage does to its records; the loop (``processor.runtime.loop``) drives it.
 
-    key: str  # a hash of the normalised email, never the email itself
-    kind: str  # "found", "not_found" or "rejected"
-    traits: dict[str, Any] | None  # found: the traits, email included
-    message: str | None  # rejected: why
-    expires_at: float  # wall clock, seconds since the epoch
+    Records are tracked per partition in an offset ledger: at-least-once, outputs are
+    produced as soon as they may go and ``advance`` reports positions over confirmed
+    records; transactional, outputs are only decided and ``take_decided`` hands them
+    over with the positions they reach.
+    """
 
+    refused: list[str]  # deliveries the broker refused for good; the stage stops on one
+    fatal: FatalError | None  # set when the stage must stop
 
-class SharedCache(Protocol):
-    """A lookup cache that outlives the process and is shared by the group's replicas."""
+    def start(self) -> None:
+        """Before the first poll (load caches, start workers)."""
 
-    def load(self) -> Iterable[CacheEntry]:
-        """Everything remembered so far (called once, before consuming)."""
+    def poll_timeout(self) -> float:
+        """How long the next poll may wait: 0 when finished work is waiting to be taken."""
 
-    def publish(self, entry: CacheEntry) -> None:
-        """Remember a new lookup (fire and forget: losing one only costs a lookup)."""
+    def handle(self, records: Sequence[SourceRecord]) -> None: ...
 
-    def updates(self) -> list[CacheEntry]:
-        """Entries other replicas published since the last call."""
+    def pump(self) -> None:
+        """Take whatever finished in the background since the last call."""
 
-    def close(self) -> None: ...
+    def assigned(self, tps: list[TopicPartition]) -> None: ...
+    def advance(self) -> dict[TopicPartition, int]: ...
+    def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]: ...
+    def positions(self) -> dict[TopicPartition, int]: ...
+    def outstanding(self) -> int: ...
+    def unfinished(self, tps: list[TopicPartition] | None = None) -> int: ...
+    def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
+        """Forget ``tps``; ``committed``: everything done on them is committed (a revoke
+        after its final commit), so state kept for them may be trusted later."""
+    def report(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 # --- observation ---------------------------------------------------------------
 
 
 class Sensor(Protocol):
-    """Everything the pipeline reports; the Prometheus adapter turns it into metrics.
+    """What the runtime reports; each stage's sensor adds its own hooks.
 
     Hooks take counts so the hot path can report once per batch, not per record.
     """
 
     def consumed(self, count: int) -> None: ...
     def outcomes(self, counts: dict[tuple[str, str], int]) -> None:
-        """Counts by (outcome, reason); reason is "" for enriched."""
-    def cache(self, hits: int, misses: int, coalesced: int) -> None: ...
-    def lookup(self, provider: str, status: str, seconds: float) -> None: ...
-    def retry(self, provider: str, reason: str) -> None: ...
-    def rate_limited_wait(self, seconds: float) -> None: ...
-    def circuit(self, provider: str, state: int) -> None: ...
-    def quota_exhausted(self, provider: str, exhausted: bool) -> None: ...
-    def lookups_in_flight(self, count: int) -> None: ...
+        """Counts by (outcome, reason); reason is "" for records that produced an output."""
     def buffered(self, records: int, paused: bool) -> None: ...
     def end_to_end(self, seconds: Sequence[float]) -> None: ...
     def produce_error(self) -> None: ...

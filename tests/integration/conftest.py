@@ -16,7 +16,7 @@ import pytest
 
 # Imported before any test module imports confluent_kafka.schema_registry: the adapter
 # silences the deprecation warning Authlib raises on that import.
-import processor.adapters.avro  # noqa: F401
+import processor.adapters.avro.registry  # noqa: F401
 from processor.devkit.registry import APICURIO_VERSION, LocalRegistry
 
 _LOCAL_REGISTRY = pytest.StashKey[LocalRegistry]()

@@ -14,18 +14,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from processor.adapters.avro import (
-    ENRICHED_SCHEMA,
-    IDENTIFY_SCHEMA,
-    AvroWriter,
-    Schema,
-    SchemaRegistry,
-    codec_for,
-    enriched_from_datum,
-    identify_to_datum,
-    schema_text,
-    subject_for,
-)
+from processor.adapters.avro.datum import enriched_from_datum, identify_to_datum
+from processor.adapters.avro.registry import Schema, SchemaRegistry, subject_for
+from processor.adapters.avro.schemas import ENRICHED_SCHEMA, IDENTIFY_SCHEMA, schema_text
+from processor.adapters.avro.writer import AvroWriter
+from processor.core.clock import SystemClock
 from processor.core.enrichment.events import output_traits
 from processor.core.enrichment.mapping import to_traits
 from processor.core.errors import ConfigError, FatalError
@@ -33,6 +26,7 @@ from processor.devkit.clearbit_records import company_record, person_record
 from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.registry import LocalRegistry
 from processor.devkit.samples import identify, person_email
+from processor.entrypoints.bootstrap import codec_for
 from tests.harness import (
     Names,
     committed_offsets,
@@ -199,7 +193,7 @@ def test_an_incompatible_output_schema_stops_the_start(
         "127.0.0.1:9", "http://127.0.0.1:9", output_format="avro",
         schema_registry_url=schema_registry)
     with pytest.raises(ConfigError) as raised:
-        codec_for(settings)
+        codec_for(settings, SystemClock())
     message = str(raised.value)
     assert "HTTP 409" in message
     assert subject_for(topic) in message
@@ -213,10 +207,10 @@ def test_without_auto_registration_the_schema_must_be_registered(
         "127.0.0.1:9", "http://127.0.0.1:9", output_format="avro",
         schema_registry_url=schema_registry, schema_registry_auto_register=False)
     with pytest.raises(ConfigError, match=r"not registered under .*AUTO_REGISTER is false"):
-        codec_for(settings)
+        codec_for(settings, SystemClock())
     schema_id = client.register_schema(subject_for(topic),
                                        Schema(schema_text(ENRICHED_SCHEMA), "AVRO"))
-    codec = codec_for(settings)
+    codec = codec_for(settings, SystemClock())
     value = codec.encode({"type": "identify", "messageId": "m", "timestamp": "t",
                           "userId": "u", "traits": {"email": "a@b.example"},
                           "integrations": {"Clearbit Enrichment": False}}, topic)
@@ -231,7 +225,7 @@ def test_a_url_that_is_not_the_registry_api_is_a_config_error(schema_registry: s
     settings = Names(input="in", output="out", dlq="dlq", group="g").settings(
         "127.0.0.1:9", "http://127.0.0.1:9", input_format="avro", schema_registry_url=root)
     with pytest.raises(ConfigError, match="Confluent-compatible API root"):
-        codec_for(settings)
+        codec_for(settings, SystemClock())
 
 
 def test_a_registry_outage_stops_the_stage_and_dead_letters_nothing(

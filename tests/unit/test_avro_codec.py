@@ -14,24 +14,19 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.adapters.avro import (
+from processor.adapters.avro.codec import FormatCodec
+from processor.adapters.avro.datum import enriched_from_datum, enriched_to_datum, identify_to_datum
+from processor.adapters.avro.reader import AvroReader
+from processor.adapters.avro.registry import Schema, subject_for
+from processor.adapters.avro.schemas import (
     ADDITIONAL,
     ENRICHED_SCHEMA,
     IDENTIFY_SCHEMA,
     UNKNOWN_ID_TTL,
-    AvroReader,
-    AvroWriter,
-    EnrichedWriter,
-    FormatCodec,
-    PreparedTraits,
-    Schema,
-    enriched_from_datum,
-    enriched_to_datum,
-    identify_to_datum,
     parsed_schema,
     schema_text,
-    subject_for,
 )
+from processor.adapters.avro.writer import AvroWriter, EnrichedWriter, PreparedTraits
 from processor.adapters.json_codec import JsonCodec
 from processor.core.enrichment.events import (
     LookupRequest,
@@ -139,13 +134,13 @@ def test_avro_input_decodes_to_the_json_form(registry: FakeRegistry, producer: A
                                              event: dict[str, Any]) -> None:
     value = producer.encode(event, IN)
     assert registry.subjects == {subject_for(IN): [100]}
-    decoded = AvroReader(registry).decode(rec(value))
+    decoded = AvroReader(registry, clock=FakeClock()).decode(rec(value))
     assert decoded == event
     assert classify(decoded) == classify(event)
 
 
 def test_a_writer_schema_is_asked_for_once(registry: FakeRegistry, producer: AvroWriter) -> None:
-    reader = AvroReader(registry)
+    reader = AvroReader(registry, clock=FakeClock())
     for i in range(5):
         reader.decode(rec(producer.encode(identify(f"a{i}@b.example", user_id="u"), IN), i))
     assert registry.asked == [100]
@@ -159,7 +154,8 @@ def test_an_evolved_writer_schema_is_resolved_to_the_stages(registry: FakeRegist
     schema_id = registry.add(json.dumps(schema))
     event = identify("ada@initech.example", user_id="u-1", context={"ip": "203.0.113.1"})
     datum = {**identify_to_datum(event), "writeKey": "wk"}
-    decoded = AvroReader(registry).decode(rec(frame(schema_id, avro(schema, datum))))
+    value = frame(schema_id, avro(schema, datum))
+    decoded = AvroReader(registry, clock=FakeClock()).decode(rec(value))
     assert decoded == {k: v for k, v in event.items() if k != "context"}
 
 
@@ -168,7 +164,7 @@ def test_the_stages_own_output_read_as_input_is_skipped(registry: FakeRegistry) 
     integrations make it a skip, as in JSON."""
     writer = EnrichedWriter(registry)
     value = writer.encode(enriched(clearbit_traits(person_email(1))), IN)
-    decoded = AvroReader(registry).decode(rec(value))
+    decoded = AvroReader(registry, clock=FakeClock()).decode(rec(value))
     assert decoded["traits"]["email"] == person_email(1)
     assert classify(decoded) is SkipReason.INTEGRATION_DISABLED
 
@@ -183,12 +179,12 @@ def test_the_stages_own_output_read_as_input_is_skipped(registry: FakeRegistry) 
 def test_values_not_in_the_wire_format(registry: FakeRegistry, value: bytes,
                                        error: type[DecodeError]) -> None:
     with pytest.raises(error) as raised:
-        AvroReader(registry).decode(rec(value))
+        AvroReader(registry, clock=FakeClock()).decode(rec(value))
     assert raised.value.reason.startswith("avro_")
 
 
 def test_bytes_that_do_not_decode(registry: FakeRegistry, producer: AvroWriter) -> None:
-    reader = AvroReader(registry)
+    reader = AvroReader(registry, clock=FakeClock())
     good = producer.encode(identify("ada@initech.example", user_id="u"), IN)
     for value in (good[:-4], good + b"\x00", good[:5] + b"\x02\xff\xfe", good[:5]):
         with pytest.raises(AvroDecodeError) as raised:
@@ -201,7 +197,7 @@ def test_bytes_that_do_not_decode(registry: FakeRegistry, producer: AvroWriter) 
 
 
 def test_schemas_that_cannot_be_read(registry: FakeRegistry) -> None:
-    reader = AvroReader(registry)
+    reader = AvroReader(registry, clock=FakeClock())
     other = registry.add(json.dumps({"type": "record", "name": "Order", "fields": [
         {"name": "id", "type": "string"}]}))
     json_schema = registry.add('{"type": "object"}', kind="JSON")
@@ -217,7 +213,7 @@ def test_schemas_that_cannot_be_read(registry: FakeRegistry) -> None:
 
 def test_unknown_ids_are_asked_about_again_only_after_a_while(registry: FakeRegistry) -> None:
     clock = FakeClock()
-    reader = AvroReader(registry, clock=clock.monotonic)
+    reader = AvroReader(registry, clock=clock)
     value = frame(7, b"\x02")
     for _ in range(3):
         with pytest.raises(AvroUnknownSchemaError):
@@ -237,7 +233,7 @@ def test_a_registry_that_cannot_answer_stops_the_stage(registry: FakeRegistry,
     value = producer.encode(identify("ada@initech.example", user_id="u"), IN)
     registry.down = True
     with pytest.raises(FatalError):
-        AvroReader(registry).decode(rec(value))
+        AvroReader(registry, clock=FakeClock()).decode(rec(value))
 
 
 @settings(max_examples=300, deadline=None)
@@ -245,7 +241,7 @@ def test_a_registry_that_cannot_answer_stops_the_stage(registry: FakeRegistry,
 def test_arbitrary_bytes_are_only_ever_a_decode_error(body: bytes) -> None:
     registry = FakeRegistry()
     registry.add(schema_text(IDENTIFY_SCHEMA))
-    reader = AvroReader(registry)
+    reader = AvroReader(registry, clock=FakeClock())
     for value in (frame(100, body), body):
         try:
             event = reader.decode(rec(value))
@@ -330,7 +326,7 @@ def test_any_traits_survive_the_round_trip(traits: dict[str, Any]) -> None:
 
 def test_the_codec_reads_and_writes_each_side_in_its_format(registry: FakeRegistry,
                                                             producer: AvroWriter) -> None:
-    codec = FormatCodec(AvroReader(registry), JsonCodec())
+    codec = FormatCodec(AvroReader(registry, clock=FakeClock()), JsonCodec())
     value = producer.encode(identify("ada@initech.example", user_id="u"), IN)
     assert codec.decode(rec(value))["userId"] == "u"
     traits = clearbit_traits(person_email(1))

@@ -7,10 +7,12 @@ import time
 
 import pytest
 
-from processor.adapters.avro import SchemaRegistry, SchemaRegistryError, codec_for
+from processor.adapters.avro.registry import SchemaRegistry, SchemaRegistryError
 from processor.adapters.json_codec import JsonCodec
 from processor.core.errors import ConfigError, FatalError
+from processor.entrypoints.bootstrap import codec_for
 from processor.entrypoints.settings import Settings, env_name, load
+from tests.fakes import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +31,7 @@ def closed_port() -> int:
 def test_json_is_the_default_and_needs_no_registry() -> None:
     settings = load()
     assert (settings.input_format, settings.output_format) == ("json", "json")
-    assert isinstance(codec_for(settings), JsonCodec)
+    assert isinstance(codec_for(settings, FakeClock()), JsonCodec)
 
 
 @pytest.mark.parametrize(("overrides", "says"), [
@@ -61,7 +63,7 @@ def test_an_unreachable_registry_stops_the_start_as_fatal() -> None:
     settings = load({"output_format": "avro", "schema_registry_url": url})
     began = time.monotonic()
     with pytest.raises(FatalError) as raised:
-        codec_for(settings)
+        codec_for(settings, FakeClock())
     assert f"SCHEMA_REGISTRY_URL={url}" in str(raised.value)
     assert "unreachable" in str(raised.value)
     assert time.monotonic() - began < 15  # the client's retries are bounded
@@ -71,7 +73,7 @@ def test_the_password_never_reaches_a_message() -> None:
     url = f"http://enrichment:s3cret@127.0.0.1:{closed_port()}"
     settings = load({"input_format": "avro", "schema_registry_url": url})
     with pytest.raises(FatalError) as raised:
-        codec_for(settings)
+        codec_for(settings, FakeClock())
     assert "s3cret" not in str(raised.value)
     assert "//***@127.0.0.1" in str(raised.value)
 

@@ -701,13 +701,14 @@ def test_chunked_answers_have_no_content_length(server: ClearbitServer,
 
 def test_drip_sends_a_byte_at_a_time(server: ClearbitServer, client: httpx.Client) -> None:
     server.set_rule("drip@initech.example", 200, body={"person": None, "company": None},
-                    drip_ms=20)
+                    drip_ms=50)
     started = time.monotonic()
     with client.stream("GET", LOOKUP_PATH, params={"email": "drip@initech.example"}) as response:
         chunks = [len(chunk) for chunk in response.iter_raw()]
     assert response.headers["content-length"] == str(sum(chunks))
-    assert max(chunks) <= 2  # one byte per write (two may meet in one read)
-    assert time.monotonic() - started >= 0.02 * (sum(chunks) - 1) * 0.9
+    # One byte per write; a busy reader may find a few together, never the whole body.
+    assert len(chunks) >= sum(chunks) // 4
+    assert time.monotonic() - started >= 0.05 * (sum(chunks) - 1) * 0.9
 
 
 def test_hostile_knobs_come_through_the_control_api_and_are_checked(

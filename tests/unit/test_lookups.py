@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from processor.core.backoff import Backoff
+from processor.core.enrichment.answers import Answer, Found, NotFound, Queued
 from processor.core.errors import (
     AnswerTooLargeError,
     LookupPendingError,
@@ -21,11 +22,12 @@ from processor.core.errors import (
     TransientProviderError,
     UnusableAnswerError,
 )
-from processor.entrypoints.bootstrap import SystemClock
-from processor.runtime.ports import Answer, Found, NotFound, Queued
 from processor.stages.enrichment.lookup_cache import LookupResult
 from processor.stages.enrichment.lookups import LookupPolicy, LookupPool
-from tests.fakes import RecordingSensor
+from tests.fakes import FakeClock, FakeTimeLoop, RecordingSensor
+
+# Shared by a test's provider and pool; each test moves it forward from where it is.
+CLOCK = FakeClock()
 
 Script = Callable[[str, int], Answer]  # (email, attempt number) -> answer, or raises
 
@@ -33,8 +35,10 @@ Script = Callable[[str, int], Answer]  # (email, attempt number) -> answer, or r
 class FakeProvider:
     name = "fake"
 
-    def __init__(self, script: Script, latency: float = 0.0) -> None:
+    def __init__(self, script: Script, latency: float = 0.0,
+                 clock: FakeClock | None = None) -> None:
         self.script = script
+        self.clock = clock or CLOCK
         self.latency = latency
         self.calls: Counter[str] = Counter()
         self.concurrent = 0
@@ -44,7 +48,7 @@ class FakeProvider:
 
     async def find(self, email: str) -> Answer:
         self.calls[email] += 1
-        self.times.append(time.monotonic())
+        self.times.append(self.clock.monotonic())
         self.concurrent += 1
         self.peak = max(self.peak, self.concurrent)
         try:
@@ -66,7 +70,7 @@ def run_pool(provider: FakeProvider, emails: list[str], timeout: float = 10.0,
     sensor = RecordingSensor()
     options = {**FAST, **policy}
     pool = LookupPool(lambda: provider, LookupPolicy(**options),  # type: ignore[arg-type]
-                      SystemClock(), sensor)
+                      provider.clock, sensor, loop_factory=lambda: FakeTimeLoop(provider.clock))
     pool.start()
     results: dict[str, LookupResult] = {}
     try:
@@ -84,7 +88,7 @@ def run_pool(provider: FakeProvider, emails: list[str], timeout: float = 10.0,
 def test_bounded_concurrency() -> None:
     provider = FakeProvider(lambda e, n: Found({"id": e}, None), latency=0.02)
     emails = [f"u{i}@example.com" for i in range(100)]
-    results, sensor = run_pool(provider, emails, workers=8)
+    results, sensor = run_pool(provider, emails, max_in_flight=8)
     assert len(results) == 100
     assert provider.peak == 8
     assert max(sensor.in_flight) == 8
@@ -119,13 +123,13 @@ def test_circuit_opens_and_stops_calls() -> None:
 
     provider = FakeProvider(down)
     emails = [f"u{i}@example.com" for i in range(20)]
-    started = time.monotonic()
-    results, sensor = run_pool(provider, emails, workers=1, max_attempts=1000,
+    started = CLOCK.monotonic()
+    results, sensor = run_pool(provider, emails, max_in_flight=1, max_attempts=1000,
                                retry_deadline=0.5, breaker_threshold=3, breaker_reset=10.0)
     assert len(results) == 20
     assert all(isinstance(r, RetriesExhaustedError) for r in results.values())
     # Records turned away by the open circuit waited out their deadline, not the circuit.
-    assert time.monotonic() - started < 5
+    assert CLOCK.monotonic() - started < 5
     # Three failures opened the circuit; during its 10 s nothing else was called.
     assert sum(provider.calls.values()) == 3
     assert 2 in sensor.circuit_states
@@ -135,7 +139,7 @@ def test_rate_limit_429_holds_the_whole_pool_and_is_never_a_dead_letter() -> Non
     state = {"limited_until": 0.0}
 
     def limited(email: str, attempt: int) -> Answer:
-        now = time.monotonic()
+        now = CLOCK.monotonic()
         if not state["limited_until"]:
             state["limited_until"] = now + 0.3
         if now < state["limited_until"]:
@@ -144,7 +148,7 @@ def test_rate_limit_429_holds_the_whole_pool_and_is_never_a_dead_letter() -> Non
 
     provider = FakeProvider(limited)
     emails = [f"u{i}@example.com" for i in range(10)]
-    results, sensor = run_pool(provider, emails, workers=10)
+    results, sensor = run_pool(provider, emails, max_in_flight=10)
     assert all(isinstance(r, Found) for r in results.values())
     # After the first 429 everyone waited: at most the requests already on their way
     # (one per worker) hit the limit.
@@ -156,22 +160,22 @@ def test_rate_limit_429_holds_the_whole_pool_and_is_never_a_dead_letter() -> Non
 def test_client_side_rate_limit_spaces_requests() -> None:
     provider = FakeProvider(lambda e, n: NotFound())
     emails = [f"u{i}@example.com" for i in range(6)]
-    run_pool(provider, emails, workers=6, rate_limit_per_minute=1200.0)  # one per 50 ms
+    run_pool(provider, emails, max_in_flight=6, rate_limit_per_minute=1200.0)  # one per 50 ms
     gaps = [b - a for a, b in itertools.pairwise(provider.times)]
     assert min(gaps) >= 0.045
 
 
 def test_quota_exhausted_pauses_and_probes_without_dead_letters() -> None:
-    state = {"until": time.monotonic() + 0.4}
+    state = {"until": CLOCK.monotonic() + 0.4}
 
     def quota(email: str, attempt: int) -> Answer:
-        if time.monotonic() < state["until"]:
+        if CLOCK.monotonic() < state["until"]:
             raise QuotaExhaustedError("402")
         return Found({"id": email}, None)
 
     provider = FakeProvider(quota)
     emails = [f"u{i}@example.com" for i in range(5)]
-    results, sensor = run_pool(provider, emails, workers=5, quota_probe_interval=0.1)
+    results, sensor = run_pool(provider, emails, max_in_flight=5, quota_retry_interval=0.1)
     assert all(isinstance(r, Found) for r in results.values())
     assert sensor.quota == {"fake": False}
     # While exhausted, only probes went out (about one per interval), not every record.
@@ -185,7 +189,7 @@ def test_queued_202_is_asked_again_later_without_holding_a_worker() -> None:
         return Found({"id": email}, None)
 
     provider = FakeProvider(queued)
-    results, _ = run_pool(provider, ["queued@example.com", "b@example.com"], workers=1,
+    results, _ = run_pool(provider, ["queued@example.com", "b@example.com"], max_in_flight=1,
                           queued_retry_delay=0.2)
     assert isinstance(results["queued@example.com"], Found)
     assert provider.calls["queued@example.com"] == 3
@@ -213,8 +217,8 @@ def test_every_submitted_email_completes_exactly_once(workers: int) -> None:
     provider = FakeProvider(lambda e, n: NotFound(), latency=0.001)
     emails = [f"u{i}@example.com" for i in range(200)]
     sensor = RecordingSensor()
-    pool = LookupPool(lambda: provider, LookupPolicy(workers=workers, **FAST),  # type: ignore[arg-type]
-                      SystemClock(), sensor)
+    pool = LookupPool(lambda: provider, LookupPolicy(max_in_flight=workers, **FAST),  # type: ignore[arg-type]
+                      provider.clock, sensor, loop_factory=lambda: FakeTimeLoop(provider.clock))
     pool.start()
     seen: deque[str] = deque()
     try:
@@ -239,7 +243,7 @@ def test_unusable_answers_are_that_emails_dead_letters_and_leave_the_circuit_clo
     provider = FakeProvider(odd)
     emails = [f"odd{i}@example.com" for i in range(10)] + ["odd-big@example.com",
                                                            "fine@example.com"]
-    results, sensor = run_pool(provider, emails, workers=1, breaker_threshold=2)
+    results, sensor = run_pool(provider, emails, max_in_flight=1, breaker_threshold=2)
     assert isinstance(results["fine@example.com"], Found)
     assert isinstance(results["odd-big@example.com"], AnswerTooLargeError)
     assert all(isinstance(results[f"odd{i}@example.com"], UnusableAnswerError)
@@ -258,13 +262,13 @@ def test_an_attempt_that_never_ends_is_bounded_by_the_attempt_timeout() -> None:
 
     provider = FakeProvider(lambda e, n: NotFound())
     provider.find = forever  # type: ignore[method-assign]
-    started = time.monotonic()
+    started = provider.clock.monotonic()
     results, sensor = run_pool(provider, ["drip@example.com"], max_attempts=2,
                                attempt_timeout=0.2, breaker_threshold=100)
     assert isinstance(results["drip@example.com"], RetriesExhaustedError)
     assert provider.calls["drip@example.com"] == 2
     assert sensor.lookups[("fake", "timeout")] == 2
-    assert time.monotonic() - started < 2
+    assert provider.clock.monotonic() - started < 2  # not the hour it asked for
 
 
 def test_the_retry_deadline_bounds_the_whole_lookup_not_only_the_waits() -> None:
@@ -275,10 +279,10 @@ def test_the_retry_deadline_bounds_the_whole_lookup_not_only_the_waits() -> None
 
     provider = FakeProvider(lambda e, n: NotFound())
     provider.find = slow_failure  # type: ignore[method-assign]
-    started = time.monotonic()
+    started = provider.clock.monotonic()
     results, _ = run_pool(provider, ["a@example.com"], max_attempts=100, attempt_timeout=10,
                           retry_deadline=1.0, breaker_threshold=100)
-    took = time.monotonic() - started
+    took = provider.clock.monotonic() - started
     assert isinstance(results["a@example.com"], RetriesExhaustedError)
     # From the start of the first failed attempt: 1 s, the last attempt cut short.
     assert 0.9 <= took < 1.6

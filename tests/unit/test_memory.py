@@ -1,4 +1,4 @@
-"""The lookup memory: TTLs per kind, prepared traits, and sharing through a SharedCache."""
+"""The lookup cache: TTLs per kind, prepared traits, and sharing through a SharedCache."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import orjson
 from processor.adapters.cache_log import decode_entry, encode_entry
 from processor.adapters.json_codec import JsonCodec
 from processor.core.cache import TTLCache
-from processor.core.errors import RetriesExhaustedError
-from processor.runtime.ports import CacheEntry, Found, NotFound, Rejected
-from processor.stages.enrichment.lookup_cache import (
-    ABSENT,
+from processor.core.enrichment.answers import (
+    NOT_FOUND,
+    CacheEntry,
     Enriched,
-    LookupMemory,
-    Rejection,
+    Found,
+    Kind,
+    NotFound,
+    Rejected,
     Remembered,
-    shared_key,
 )
+from processor.core.errors import RetriesExhaustedError
+from processor.stages.enrichment.lookup_cache import LookupCache, shared_key
 from tests.fakes import FakeClock
 
 
@@ -40,8 +42,8 @@ class FakeSharedCache:
         pass
 
 
-def memory(clock: FakeClock, shared: FakeSharedCache | None = None) -> LookupMemory:
-    return LookupMemory(cache=TTLCache[Remembered](100, clock), codec=JsonCodec(), clock=clock,
+def memory(clock: FakeClock, shared: FakeSharedCache | None = None) -> LookupCache:
+    return LookupCache(cache=TTLCache[Remembered](100, clock), codec=JsonCodec(), clock=clock,
                         found_ttl=100, not_found_ttl=10, shared=shared)
 
 
@@ -58,8 +60,8 @@ def test_each_kind_has_its_ttl_and_errors_are_not_remembered() -> None:
     clock = FakeClock()
     mem = memory(clock)
     mem.remember("a@example.com", Found({"id": 1}, None))
-    assert mem.remember("b@example.com", NotFound()) is ABSENT
-    assert mem.remember("c@example.com", Rejected("422 bad")) == Rejection("422 bad")
+    assert mem.remember("b@example.com", NotFound()) is NOT_FOUND
+    assert mem.remember("c@example.com", Rejected("422 bad")) == Rejected("422 bad")
     mem.remember("d@example.com", RetriesExhaustedError("down"))
     assert mem.get("d@example.com") is None
     clock.advance(11)
@@ -78,7 +80,7 @@ def test_shared_entries_are_keyed_by_hash_and_carry_their_expiry() -> None:
     (entry,) = shared.published
     assert entry.key == shared_key("ada@example.com")
     assert "ada" not in entry.key
-    assert entry.kind == "found"
+    assert entry.kind == Kind.FOUND
     assert entry.expires_at == clock.time() + 100
     assert entry.traits == {"email": "ada@example.com", "clearbit_person_id": 1}
 
@@ -99,14 +101,14 @@ def test_updates_from_other_replicas_are_merged() -> None:
     clock = FakeClock()
     shared = FakeSharedCache()
     mem = memory(clock, shared)
-    shared.incoming = [CacheEntry(shared_key("x@example.com"), "rejected", None, "422",
+    shared.incoming = [CacheEntry(shared_key("x@example.com"), Kind.REJECTED, None, "422",
                                   clock.time() + 5)]
     assert mem.refresh() == 1
-    assert mem.get("x@example.com") == Rejection("422")
+    assert mem.get("x@example.com") == Rejected("422")
 
 
 def test_cache_topic_records_round_trip_and_junk_is_ignored() -> None:
-    entry = CacheEntry("abc", "found", {"email": "a@example.com", "x": [1]}, None, 123.5)
+    entry = CacheEntry("abc", Kind.FOUND, {"email": "a@example.com", "x": [1]}, None, 123.5)
     assert decode_entry(b"abc", encode_entry(entry)) == entry
     for key, value in [(b"k", None), (None, b"{}"), (b"k", b"not json"), (b"k", b"[]"),
                        (b"k", b'{"v": 2, "kind": "found", "expires_at": 1}'),

@@ -9,11 +9,11 @@ import pytest
 
 from processor.adapters.json_codec import JsonCodec
 from processor.core.cache import TTLCache
+from processor.core.enrichment.answers import Found, LookupResult, NotFound, Rejected, Remembered
 from processor.core.errors import ProviderAuthError, RetriesExhaustedError
-from processor.runtime.ports import Found, NotFound, Rejected
-from processor.stages.enrichment.lookup_cache import LookupMemory, LookupResult, Remembered
+from processor.stages.enrichment.lookup_cache import LookupCache
 from processor.stages.enrichment.pipeline import Pipeline, Topics
-from tests.fakes import FakeClock, FakeSink, RecordingSensor, identify, record
+from tests.fakes import FakeClock, FakeLookups, FakeSink, RecordingSensor, identify, record
 
 TOPICS = Topics("identify.raw", "identify.enriched", "identify.dlq")
 PERSON = {"name": {"givenName": "Ada", "familyName": "Lovelace"}, "bio": None}
@@ -25,12 +25,13 @@ class Harness:
         self.sink = FakeSink()
         self.sensor = RecordingSensor()
         self.clock = FakeClock()
-        self.submitted: list[str] = []
+        self.lookups = FakeLookups()
+        self.submitted = self.lookups.submitted
         self.pipeline = Pipeline(
-            topics=TOPICS, codec=JsonCodec(), sink=self.sink, submit=self.submitted.extend,
+            topics=TOPICS, codec=JsonCodec(), sink=self.sink, lookups=self.lookups,
             sensor=self.sensor, clock=self.clock,
-            memory=LookupMemory(cache=TTLCache[Remembered](max_entries, self.clock),
-                                codec=JsonCodec(), clock=self.clock, found_ttl=3600,
+            memory=LookupCache(cache=TTLCache[Remembered](max_entries, self.clock),
+                               codec=JsonCodec(), clock=self.clock, found_ttl=3600,
                                 not_found_ttl=60),
             transactional=transactional,
         )
@@ -206,7 +207,7 @@ def test_a_refused_delivery_is_reported_and_nothing_past_it_commits() -> None:
     h.feed(record(identify(), offset=0))
     h.answer("ada@example.com", Found(PERSON, None))
     h.sink.fail()
-    assert h.pipeline.failures == ["?: broker down"]
+    assert h.pipeline.refused == ["?: broker down"]
     assert h.pipeline.advance() == {}
 
 
@@ -214,7 +215,7 @@ def test_auth_failure_stops_without_committing_the_record() -> None:
     h = Harness()
     h.feed(record({"type": "track"}, offset=0), record(identify(), offset=1))
     h.answer("ada@example.com", ProviderAuthError("refused"))
-    assert isinstance(h.pipeline.failure, ProviderAuthError)
+    assert isinstance(h.pipeline.fatal, ProviderAuthError)
     assert h.pipeline.advance() == {("identify.raw", 0): 1}  # only the skip before it
 
 

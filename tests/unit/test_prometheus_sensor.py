@@ -9,7 +9,8 @@ import prometheus_client
 import pytest
 from prometheus_client.exposition import generate_latest
 
-from processor.adapters.prometheus import MetricsServer, PrometheusSensor
+from processor.adapters.prometheus import PrometheusSensor
+from processor.adapters.runtime_metrics import MetricsServer
 from tests.fakes import FakeClock
 
 # Every label the sensor may use: none can carry an email, a user id or a key.
@@ -77,7 +78,7 @@ def test_provider_state_series_exist_from_the_first_lookup() -> None:
 
 def test_lag_keeps_only_the_partitions_owned_now() -> None:
     clock = FakeClock()
-    sensor = PrometheusSensor(wall_time=clock.time)
+    sensor = PrometheusSensor(clock=clock)
     value = sensor.registry.get_sample_value
     sensor.lag({("in", 0): 7, ("in", 1): 3})
     sensor.lag({("in", 1): 2})
@@ -88,7 +89,7 @@ def test_lag_keeps_only_the_partitions_owned_now() -> None:
 
 def test_liveness_needs_a_recent_turn_and_readiness_needs_liveness() -> None:
     clock = FakeClock()
-    sensor = PrometheusSensor(liveness_timeout=60, monotonic=clock.monotonic)
+    sensor = PrometheusSensor(liveness_timeout=60, clock=clock)
     assert not sensor.live()
     assert not sensor.ready()
     sensor.state(alive=True, ready=False)
@@ -132,22 +133,3 @@ def test_the_endpoints_answer_on_one_port(server: tuple[PrometheusSensor, str]) 
     assert answer.headers["content-type"].startswith("text/plain; version=")
     assert "enrichment_ready 1.0" in answer.text
     assert httpx.get(f"{url}/other").status_code == 404
-
-
-def test_batched_observations_equal_one_by_one() -> None:
-    from prometheus_client import CollectorRegistry, Histogram
-
-    from processor.adapters.prometheus import LATENCY_BUCKETS, observe_many
-
-    values = [0.0, 0.004, 0.005, 0.0051, 0.3, 2.5, 7.0, 500.0, -1.0] * 3
-    one, batch = CollectorRegistry(), CollectorRegistry()
-    single = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=one)
-    for value in values:
-        single.observe(max(0.0, value))
-    observe_many(Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=batch), values)
-
-    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
-        return {(s.name, s.labels.get("le", "")): s.value
-                for m in registry.collect() for s in m.samples if not s.name.endswith("created")}
-
-    assert samples(one) == samples(batch)

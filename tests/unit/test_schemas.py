@@ -12,13 +12,12 @@ import pytest
 from fastavro import parse_schema
 from fastavro.validation import validate
 
-from processor.adapters.avro import (
+from processor.adapters.avro.datum import enriched_to_datum, traits_datum
+from processor.adapters.avro.schemas import (
     ADDITIONAL,
     ENRICHED_SCHEMA,
     IDENTIFY_SCHEMA,
-    enriched_to_datum,
     schema_path,
-    traits_datum,
     typed_traits,
 )
 from processor.core.enrichment.events import (

@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from processor.adapters.json_codec import JsonCodec
 from processor.core.cache import TTLCache
+from processor.core.enrichment.answers import Found, Remembered
 from processor.core.errors import InvalidEmailError, OutputTooLargeError
 from processor.core.records import Headers, Record
 from processor.runtime.dead_letters import ENRICHMENT
-from processor.runtime.ports import Found
 from processor.runtime.size_limits import TopicLimits, record_size, usable
-from processor.stages.enrichment.lookup_cache import LookupMemory, Remembered
+from processor.stages.enrichment.lookup_cache import LookupCache
 from processor.stages.enrichment.pipeline import Pipeline, Topics
-from tests.fakes import FakeClock, FakeSink, RecordingSensor, identify, record
+from tests.fakes import FakeClock, FakeLookups, FakeSink, RecordingSensor, identify, record
 
 TOPICS = Topics("identify.raw", "identify.enriched", "identify.dlq")
 LIMIT = 10_000
@@ -127,18 +127,17 @@ def test_without_a_limit_a_dead_letter_is_whole() -> None:
 class Harness:
     def __init__(self, transactional: bool, output_limit: int, dlq_limit: int) -> None:
         self.sink, self.sensor, clock = FakeSink(), RecordingSensor(), FakeClock()
-        self.submitted: list[str] = []
         self.pipeline = Pipeline(
-            topics=TOPICS, codec=JsonCodec(), sink=self.sink, submit=self.submitted.extend,
+            topics=TOPICS, codec=JsonCodec(), sink=self.sink, lookups=FakeLookups(),
             sensor=self.sensor, clock=clock,
-            memory=LookupMemory(cache=TTLCache[Remembered](10, clock), codec=JsonCodec(),
-                                clock=clock, found_ttl=60, not_found_ttl=60),
+            memory=LookupCache(cache=TTLCache[Remembered](10, clock), codec=JsonCodec(),
+                               clock=clock, found_ttl=60, not_found_ttl=60),
             transactional=transactional,
             limits=TopicLimits({TOPICS.output: output_limit, TOPICS.dead_letter: dlq_limit}))
 
     def emitted(self) -> list[tuple[str, bytes | None, bytes | None, dict[str, Any]]]:
         if self.pipeline._transactional:
-            outputs, _ = self.pipeline.take_decided()
+            outputs = [o[:4] for o in self.pipeline.take_decided()[0]]
         else:
             self.sink.deliver()
             outputs = list(self.sink.produced)

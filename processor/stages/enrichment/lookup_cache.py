@@ -17,33 +17,27 @@ on the hot path).
 from __future__ import annotations
 
 import hashlib
-from typing import Any, NamedTuple
+from typing import Any
 
 from processor.core.cache import TTLCache
 from processor.core.clock import Clock
 from processor.core.enrichment import mapping
+from processor.core.enrichment.answers import (
+    NOT_FOUND,
+    CacheEntry,
+    Enriched,
+    Found,
+    Kind,
+    LookupResult,
+    NotFound,
+    Rejected,
+    Remembered,
+    kind_of,
+)
 from processor.core.enrichment.events import output_traits
 from processor.core.errors import FatalError, RecordError
 from processor.core.redact import redact
-from processor.runtime.ports import CacheEntry, Codec, Found, NotFound, Rejected, SharedCache
-
-
-class Enriched(NamedTuple):
-    traits: Any  # output traits (email included), as ``Codec.prepare`` made them
-
-
-class Absent(NamedTuple):
-    """The provider has no record for this email."""
-
-
-class Rejection(NamedTuple):
-    message: str
-
-
-Remembered = Enriched | Absent | Rejection
-ABSENT = Absent()
-
-LookupResult = Found | NotFound | Rejected | RecordError | FatalError
+from processor.stages.enrichment.ports import Codec, SharedCache
 
 
 def shared_key(email: str) -> str:
@@ -51,7 +45,7 @@ def shared_key(email: str) -> str:
     return hashlib.sha256(email.encode()).hexdigest()
 
 
-class LookupMemory:
+class LookupCache:
     def __init__(self, *, cache: TTLCache[Remembered], codec: Codec, clock: Clock,
                  found_ttl: float, not_found_ttl: float,
                  shared: SharedCache | None = None) -> None:
@@ -72,27 +66,28 @@ class LookupMemory:
             if traits:
                 full = output_traits(email, traits)
                 value: Remembered = Enriched(self._codec.prepare(full))
-                self._keep(email, value, self._found_ttl, CacheEntry("", "found", full, None, 0))
+                self._keep(email, value, self._found_ttl, full)
                 return value
-            result = NotFound()
+            result = NOT_FOUND
         if isinstance(result, NotFound):
-            self._keep(email, ABSENT, self._not_found_ttl,
-                       CacheEntry("", "not_found", None, None, 0))
-            return ABSENT
+            self._keep(email, NOT_FOUND, self._not_found_ttl)
+            return NOT_FOUND
         if isinstance(result, Rejected):
-            rejection = Rejection(redact(result.message))
-            self._keep(email, rejection, self._not_found_ttl,
-                       CacheEntry("", "rejected", None, rejection.message, 0))
+            rejection = Rejected(redact(result.message))
+            self._keep(email, rejection, self._not_found_ttl)
             return rejection
         return result  # errors are not remembered: the next event may have better luck
 
-    def _keep(self, email: str, value: Remembered, ttl: float, entry: CacheEntry) -> None:
+    def _keep(self, email: str, value: Remembered, ttl: float,
+              traits: dict[str, Any] | None = None) -> None:
         if self._shared is None:
             self._cache.put(email, value, ttl)
             return
         key = shared_key(email)
         self._cache.put(key, value, ttl)
-        self._shared.publish(entry._replace(key=key, expires_at=self._clock.time() + ttl))
+        message = value.message if isinstance(value, Rejected) else None
+        self._shared.publish(CacheEntry(key, kind_of(value), traits, message,
+                                        self._clock.time() + ttl))
 
     # --- sharing ----------------------------------------------------------------------
 
@@ -112,12 +107,12 @@ class LookupMemory:
             if ttl <= 0:
                 continue
             value: Remembered
-            if entry.kind == "found" and isinstance(entry.traits, dict):
+            if entry.kind is Kind.FOUND and isinstance(entry.traits, dict):
                 value = Enriched(self._codec.prepare(entry.traits))
-            elif entry.kind == "not_found":
-                value = ABSENT
-            elif entry.kind == "rejected":
-                value = Rejection(entry.message or "")
+            elif entry.kind is Kind.NOT_FOUND:
+                value = NOT_FOUND
+            elif entry.kind is Kind.REJECTED:
+                value = Rejected(entry.message or "")
             else:
                 continue
             self._cache.put(entry.key, value, ttl)

@@ -1,6 +1,6 @@
 """The bounded lookup pool: a fixed number of workers on one asyncio loop in its own thread.
 
-The stage's thread owns Kafka; lookups run here, ``workers`` at a time at
+The stage's thread owns Kafka; lookups run here, ``max_in_flight`` at a time at
 most, whatever the backlog. The stage submits distinct emails (the pipeline
 has already coalesced duplicates) and collects finished results with
 ``take_completed``; both calls are thread-safe and never block.
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from processor.core.backoff import Backoff
 from processor.core.circuit import CircuitBreaker, CircuitState
 from processor.core.clock import Clock
+from processor.core.enrichment.answers import Found, LookupResult, NotFound, Queued, Rejected
 from processor.core.errors import (
     LookupPendingError,
     ProviderAuthError,
@@ -43,22 +44,21 @@ from processor.core.errors import (
     UnusableAnswerError,
 )
 from processor.core.ratelimit import RateLimiter
-from processor.runtime.ports import Found, NotFound, Provider, Queued, Rejected, Sensor
-from processor.stages.enrichment.lookup_cache import LookupResult
+from processor.stages.enrichment.ports import EnrichmentSensor, Provider
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LookupPolicy:
-    workers: int = 32
+    max_in_flight: int = 32
     rate_limit_per_minute: float = 600.0
     max_attempts: int = 8
     retry_deadline: float = 300.0
     backoff: Backoff = field(default_factory=Backoff)
     breaker_threshold: int = 5
     breaker_reset: float = 10.0
-    quota_probe_interval: float = 60.0
+    quota_retry_interval: float = 60.0
     queued_retry_delay: float = 5.0
     queued_deadline: float = 120.0
     attempt_timeout: float = 10.0
@@ -80,14 +80,17 @@ class LookupPool:
         provider_factory: Callable[[], Provider],
         policy: LookupPolicy,
         clock: Clock,
-        sensor: Sensor,
+        sensor: EnrichmentSensor,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
     ) -> None:
         self._provider_factory = provider_factory
         self._policy = policy
         self._clock = clock
         self._sensor = sensor
         self._completed: deque[tuple[str, LookupResult]] = deque()
-        self._loop = asyncio.new_event_loop()
+        # The loop's own timers (sleeps, retries later) must run on ``clock`` too: tests
+        # give a loop whose time is their fake clock.
+        self._loop = loop_factory()
         self._thread = threading.Thread(target=self._run, name="lookup-pool", daemon=True)
         self._started = threading.Event()
         self._queue: asyncio.Queue[_Job] | None = None
@@ -95,7 +98,7 @@ class LookupPool:
         self._busy = 0
         self.limiter = RateLimiter(policy.rate_limit_per_minute, clock)
         self.breaker = CircuitBreaker(policy.breaker_threshold, policy.breaker_reset, clock)
-        self.quota = CircuitBreaker(1, policy.quota_probe_interval, clock)
+        self.quota = CircuitBreaker(1, policy.quota_retry_interval, clock)
 
     # --- the stage's side (any thread) ------------------------------------------
 
@@ -139,7 +142,7 @@ class LookupPool:
         self._provider = self._provider_factory()
         self._workers = [
             self._loop.create_task(self._worker(), name=f"lookup-{i}")
-            for i in range(self._policy.workers)
+            for i in range(self._policy.max_in_flight)
         ]
         self._loop.call_soon(self._started.set)
         try:
@@ -265,7 +268,7 @@ class LookupPool:
             self.quota.failure()
             self._sensor.quota_exhausted(provider.name, True)
             log.warning("provider quota exhausted (402); pausing lookups, next probe in %.0fs",
-                        self._policy.quota_probe_interval)
+                        self._policy.quota_retry_interval)
             self._requeue_later(job, 0)
         except TransientProviderError as error:
             self._observe(provider, error.status, started)

@@ -21,12 +21,20 @@ Before anything is emitted it is held against its topic's limit
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
 
 from processor.core.clock import Clock
+from processor.core.enrichment.answers import (
+    Enriched,
+    LookupResult,
+    NotFound,
+    Rejected,
+    Remembered,
+)
 from processor.core.enrichment.events import (
     LookupRequest,
     classify,
@@ -37,28 +45,21 @@ from processor.core.enrichment.events import (
 from processor.core.enrichment.outcomes import Outcome, SkipReason
 from processor.core.errors import FatalError, ProviderRejectedError, RecordError
 from processor.core.offsets import OffsetLedger, PartitionLedger, Slot, TopicPartition
-from processor.core.records import Headers, SourceRecord, coordinates
+from processor.core.records import SourceRecord, coordinates
 from processor.core.sequencer import KeySequencer, Ticket
 from processor.runtime.dead_letters import ENRICHMENT
-from processor.runtime.ports import Codec, Sensor, Sink
+from processor.runtime.ports import Output, Sink
 from processor.runtime.size_limits import TopicLimits
-from processor.stages.enrichment.lookup_cache import (
-    Absent,
-    Enriched,
-    LookupMemory,
-    LookupResult,
-    Rejection,
-    Remembered,
-)
+from processor.stages.enrichment.lookup_cache import LookupCache
+from processor.stages.enrichment.ports import Codec, EnrichmentSensor, Lookups
+
+log = logging.getLogger(__name__)
 
 
 class Topics(NamedTuple):
     input: str
     output: str
     dead_letter: str
-
-
-Output = tuple[str, bytes | None, bytes | None, Headers | None]
 
 
 class _Waiting:
@@ -69,7 +70,7 @@ class _Waiting:
 
     def __init__(
         self, record: SourceRecord, request: LookupRequest, key: bytes | None,
-        ticket: Ticket[Slot] | None,
+        ticket: Ticket[Slot[_Payload]] | None,
     ) -> None:
         self.record = record
         self.request = request
@@ -77,6 +78,11 @@ class _Waiting:
         self.ticket = ticket
         self.result: Remembered | RecordError | FatalError | None = None
         self.abandoned = False
+
+
+# A slot holds its record's pending work until the result is known, then (transactional)
+# its decided output.
+_Payload = Union["_Waiting", Output]
 
 
 def iso_timestamp(seconds: float) -> str:
@@ -92,33 +98,57 @@ class Pipeline:
         topics: Topics,
         codec: Codec,
         sink: Sink,
-        submit: Callable[[list[str]], None],
-        sensor: Sensor,
+        lookups: Lookups,
+        sensor: EnrichmentSensor,
         clock: Clock,
-        memory: LookupMemory,
+        memory: LookupCache,
         transactional: bool = False,
         limits: TopicLimits | None = None,
     ) -> None:
         self._topics = topics
         self._codec = codec
         self._sink = sink
-        self._submit = submit
+        self._lookups = lookups
         self._sensor = sensor
         self._clock = clock
         self._memory = memory
         self._transactional = transactional
         self._limits = limits or TopicLimits()
-        self._ledger = OffsetLedger()
-        self._sequencer: KeySequencer[Slot] = KeySequencer()
-        self._waiting: dict[str, list[Slot]] = {}
+        self._ledger = OffsetLedger[_Payload]()
+        self._sequencer: KeySequencer[Slot[_Payload]] = KeySequencer()
+        self._waiting: dict[str, list[Slot[_Payload]]] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
         self._trimmed: Counter[str] = Counter()
         self._latencies: list[float] = []
         # Deliveries the broker refused for good; the stage stops on the first one.
-        self.failures: list[str] = []
+        self.refused: list[str] = []
         self._now_iso = ""
         self._now = 0.0
-        self.failure: FatalError | None = None
+        self.fatal: FatalError | None = None
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        loaded = self._memory.load()
+        if loaded:
+            log.info("cache: %d remembered lookups loaded from the shared cache", loaded)
+        self._lookups.start()
+
+    def stop(self) -> None:
+        self._lookups.stop()
+        self._memory.close()
+
+    def poll_timeout(self) -> float:
+        if self._lookups.has_completed:
+            return 0.0
+        return 0.01 if self._waiting else 0.1
+
+    def pump(self) -> None:
+        self.on_lookups(self._lookups.take_completed())
+        self._memory.refresh()
+
+    def assigned(self, tps: list[TopicPartition]) -> None:
+        """Nothing to prepare: the lookup cache is not per partition."""
 
     # --- intake -----------------------------------------------------------------
 
@@ -169,7 +199,7 @@ class Pipeline:
         self._sensor.consumed(len(records))
         self._sensor.cache(hits, misses, coalesced)
         if to_submit:
-            self._submit(to_submit)
+            self._lookups.submit(to_submit)
 
     def on_lookups(self, completed: list[tuple[str, LookupResult]]) -> None:
         """Take finished lookups from the pool: cache them, release their records."""
@@ -191,7 +221,7 @@ class Pipeline:
     # --- results ----------------------------------------------------------------
 
     def _settle(
-        self, slot: Slot, waiting: _Waiting, result: Remembered | RecordError | FatalError
+        self, slot: Slot[_Payload], waiting: _Waiting, result: Remembered | RecordError | FatalError
     ) -> None:
         """A waiting record's result is known; emit it and whatever it held back."""
         waiting.result = result
@@ -205,7 +235,7 @@ class Pipeline:
 
     def _resolve(
         self,
-        slot: Slot,
+        slot: Slot[_Payload],
         record: SourceRecord,
         request: LookupRequest,
         key: bytes | None,
@@ -220,43 +250,41 @@ class Pipeline:
                 self._dead_letter(slot, record, too_large)
                 return
             self._counts[(Outcome.ENRICHED, "")] += 1
-            self._emit(slot, record, (self._topics.output, key, value, None))
-        elif isinstance(result, Absent):
+            self._emit(slot, record, Output(self._topics.output, key, value, None))
+        elif isinstance(result, NotFound):
             self._skip(slot, SkipReason.NOT_FOUND)
-        elif isinstance(result, Rejection):
+        elif isinstance(result, Rejected):
             error = ProviderRejectedError(f"provider answered 422: {result.message}", record)
             self._dead_letter(slot, record, error)
         elif isinstance(result, RecordError):
             self._dead_letter(slot, record, result.with_record(record))
         else:
             # Fatal (the key was refused): leave the slot undone so nothing past it commits.
-            self.failure = self.failure or result
+            self.fatal = self.fatal or result
 
-    def _skip(self, slot: Slot, reason: SkipReason) -> None:
+    def _skip(self, slot: Slot[_Payload], reason: SkipReason) -> None:
         self._counts[(Outcome.SKIPPED, reason)] += 1
         slot.payload = None
         slot.done = True
 
-    def _dead_letter(self, slot: Slot, record: SourceRecord, error: RecordError) -> None:
+    def _dead_letter(self, slot: Slot[_Payload], record: SourceRecord, error: RecordError) -> None:
         topic = self._topics.dead_letter
         letter = ENRICHMENT.letter(record, error, int(self._now * 1000), self._limits.limit(topic))
         self._counts[(Outcome.DEAD_LETTERED, error.reason)] += 1
         if letter.omitted:
             self._trimmed[error.reason] += 1
-        self._emit(slot, record, (topic, letter.key, letter.value, letter.headers))
+        self._emit(slot, record, Output(topic, letter.key, letter.value, letter.headers))
 
-    def _emit(self, slot: Slot, record: SourceRecord, output: Output) -> None:
+    def _emit(self, slot: Slot[_Payload], record: SourceRecord, output: Output) -> None:
         if self._transactional:
             slot.payload = output
             slot.done = True
             return
         slot.payload = None
-        topic, key, value, headers = output
-        # A small callable per output marks its slot done when the broker confirms it
-        # (measured: 1.5 us an event). Confirming in bulk with a blocking flush at each
-        # checkpoint was tried and measured worse: the stage and the broker then took
-        # turns instead of working at the same time (0.67 of a core used, 22k events/s).
-        self._sink.produce(topic, key, value, headers, _Delivery(slot, self.failures))
+        # One delivery report per output, rather than a blocking flush at checkpoints,
+        # keeps the stage and the broker working at once (docs/design-notes.md).
+        self._sink.produce(output.topic, output.key, output.value, output.headers,
+                           _Delivery(slot, self.refused))
         input_ms = record.timestamp()[1]
         if input_ms > 0:
             self._latencies.append(self._now - input_ms / 1000)
@@ -278,7 +306,7 @@ class Pipeline:
         for tp, ledger in self._ledger.items():
             taken = ledger.take_leading(_is_done)
             if taken:
-                outputs += [s.payload for s in taken if s.payload is not None]
+                outputs += [s.payload for s in taken if isinstance(s.payload, Output)]
                 positions[tp] = taken[-1].offset + 1
         return outputs, positions
 
@@ -297,10 +325,10 @@ class Pipeline:
             if tps is None or tp in tps
         )
 
-    def drop(self, tps: list[TopicPartition]) -> None:
+    def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Forget partitions (revoked, lost, or rewound after an aborted transaction)."""
         for tp in tps:
-            ledger: PartitionLedger | None = self._ledger.drop(tp)
+            ledger: PartitionLedger[_Payload] | None = self._ledger.drop(tp)
             for slot in ledger or ():
                 if isinstance(slot.payload, _Waiting):
                     slot.payload.abandoned = True
@@ -324,19 +352,19 @@ class Pipeline:
 class _Delivery:
     """The delivery report of one output: its slot is done once the broker has it."""
 
-    __slots__ = ("failures", "slot")
+    __slots__ = ("refused", "slot")
 
-    def __init__(self, slot: Slot, failures: list[str]) -> None:
+    def __init__(self, slot: Slot[_Payload], refused: list[str]) -> None:
         self.slot = slot
-        self.failures = failures
+        self.refused = refused
 
     def __call__(self, error: Any, message: Any) -> None:
         if error is None:
             self.slot.done = True
         else:
-            self.failures.append(f"{message.topic() if message else '?'}: {error}")
+            self.refused.append(f"{message.topic() if message else '?'}: {error}")
 
 
-def _is_done(slot: Slot) -> bool:
+def _is_done(slot: Slot[_Payload]) -> bool:
     return slot.done
 

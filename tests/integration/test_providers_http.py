@@ -12,6 +12,8 @@ import pytest
 
 from processor.adapters.clearbit import ClearbitProvider, retry_at
 from processor.adapters.hunter import HunterProvider
+from processor.core.clock import SystemClock
+from processor.core.enrichment.answers import Found, NotFound, Queued, Rejected
 from processor.core.errors import (
     AnswerTooLargeError,
     ProviderAuthError,
@@ -21,8 +23,6 @@ from processor.core.errors import (
     UnusableAnswerError,
 )
 from processor.devkit.clearbit_server import ClearbitServer
-from processor.entrypoints.bootstrap import SystemClock
-from processor.runtime.ports import Found, NotFound, Queued, Rejected
 
 KEY = "sk_test_local"
 CLIENTS = ["aiohttp", "httpx"]

@@ -1,0 +1,1 @@
+"""The conversions stage: routing, the visitor and person tasks, and its pipeline."""

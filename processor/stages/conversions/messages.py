@@ -1,0 +1,144 @@
+"""What the stage writes on its repartition topics, and reads back.
+
+Every message is a small JSON object with a kind ``k`` and a version ``v``. None
+carries an email, a phone number or a name: the router hashes match keys before
+anything leaves it, and only the traits the audiences read travel on.
+
+``by-anon`` (key: anonymousId)
+    ``touch``: click IDs, browser context and, when the event also had a userId,
+    the link to that person.
+``by-person`` (key: the person: userId, else anonymousId)
+    ``identify``: the traits the audiences read, and hashed match keys;
+    ``clicks``: a visitor's clicks and context, forwarded once it is linked;
+    ``merge``: an anonymous person is now known as a user: move to it;
+    ``memberships``: what a merged anonymous person had entered, ids kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from processor.core.conversions.clicks import ClickSet
+from processor.core.conversions.entries import Membership
+from processor.core.conversions.matching import MatchKeys
+from processor.core.conversions.visits import Visit
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    anonymous_id: str
+    user_id: str | None
+    clicks: ClickSet
+    visit: Visit | None
+
+
+@dataclass(frozen=True, slots=True)
+class Identify:
+    person: str
+    user_id: str | None
+    anonymous_id: str | None
+    traits: Mapping[str, Any]  # only those the audiences read; None deletes
+    keys: MatchKeys  # the keys this identify sets
+    cleared: frozenset[tuple[str, str]]  # every (platform, key) it sets or clears
+
+
+@dataclass(frozen=True, slots=True)
+class Clicks:
+    person: str
+    anonymous_id: str
+    clicks: ClickSet
+    visit: Visit | None
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    person: str  # the anonymous person
+    into: str  # the user it is now known as
+
+
+@dataclass(frozen=True, slots=True)
+class Memberships:
+    person: str  # the user
+    from_person: str
+    memberships: Mapping[str, Mapping[int, Membership]]  # by audience, by timestamp
+
+
+Message = Touch | Identify | Clicks | Merge | Memberships
+
+
+def encode(message: Message) -> bytes:
+    body: dict[str, Any]
+    if isinstance(message, Touch):
+        body = {"k": "touch", "a": message.anonymous_id, "u": message.user_id,
+                "c": message.clicks.to_json(),
+                "x": message.visit.to_json() if message.visit else None}
+    elif isinstance(message, Identify):
+        body = {"k": "identify", "p": message.person, "u": message.user_id,
+                "a": message.anonymous_id, "t": dict(message.traits),
+                "m": message.keys.to_json(), "cl": sorted(map(list, message.cleared))}
+    elif isinstance(message, Clicks):
+        body = {"k": "clicks", "p": message.person, "a": message.anonymous_id,
+                "c": message.clicks.to_json(),
+                "x": message.visit.to_json() if message.visit else None}
+    elif isinstance(message, Merge):
+        body = {"k": "merge", "p": message.person, "i": message.into}
+    else:
+        body = {"k": "memberships", "p": message.person, "f": message.from_person,
+                "ms": {audience: [m.to_json() for _, m in sorted(by_ts.items())]
+                       for audience, by_ts in message.memberships.items()}}
+    return orjson.dumps({"v": VERSION, **body})
+
+
+class UnreadableMessage(ValueError):
+    """Not a message this version of the stage wrote."""
+
+
+def _text(body: Mapping[str, Any], name: str, optional: bool = False) -> Any:
+    value = body.get(name)
+    if isinstance(value, str) and value:
+        return value
+    if optional and value is None:
+        return None
+    raise UnreadableMessage(f"field {name!r} missing or not a string")
+
+
+def decode(value: bytes | None) -> Message:
+    try:
+        body = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        raise UnreadableMessage("not JSON") from None
+    if not isinstance(body, dict) or body.get("v") != VERSION:
+        raise UnreadableMessage("not a version-1 message")
+    kind = body.get("k")
+    if kind == "touch":
+        return Touch(_text(body, "a"), _text(body, "u", True), ClickSet.from_json(body.get("c")),
+                     Visit.from_json(body.get("x")))
+    if kind == "identify":
+        traits = body.get("t")
+        cleared = body.get("cl")
+        return Identify(_text(body, "p"), _text(body, "u", True), _text(body, "a", True),
+                        traits if isinstance(traits, dict) else {},
+                        MatchKeys.from_json(body.get("m")),
+                        frozenset((str(p), str(n)) for p, n in cleared
+                                  ) if isinstance(cleared, list) and all(
+                            isinstance(c, list) and len(c) == 2 for c in cleared
+                        ) else frozenset())
+    if kind == "clicks":
+        return Clicks(_text(body, "p"), _text(body, "a"), ClickSet.from_json(body.get("c")),
+                      Visit.from_json(body.get("x")))
+    if kind == "merge":
+        return Merge(_text(body, "p"), _text(body, "i"))
+    if kind == "memberships":
+        raw = body.get("ms")
+        found: dict[str, dict[int, Membership]] = {}
+        for audience, items in (raw.items() if isinstance(raw, dict) else ()):
+            members = (Membership.from_json(item) for item in (items or ()))
+            found[str(audience)] = {m.ts: m for m in members if m is not None}
+        return Memberships(_text(body, "p"), _text(body, "f"), found)
+    raise UnreadableMessage(f"unknown kind {kind!r}")
