@@ -210,3 +210,19 @@ def test_an_unexpected_error_exits_3_with_one_line_and_no_traceback(
     assert lines[-1] == ("processor: fatal: unexpected RuntimeError in processor run: "
                          "boom near <email>")
     assert "Traceback" not in err
+
+
+def test_readme_documents_every_conversions_variable_with_its_default() -> None:
+    from pathlib import Path
+
+    from processor.entrypoints.cli import _default_text
+    from processor.entrypoints.conversion_settings import ConversionSettings
+    from processor.entrypoints.settings import StageSettings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for field, info in ConversionSettings.model_fields.items():
+        if field in StageSettings.model_fields and field != "group_id":
+            continue  # the runtime's, in the first table
+        name = env_name(field, ConversionSettings)
+        row = f"| `{name}` | `{_default_text(info.default, info.description or '')}` |"
+        assert row in readme, f"README.md lacks the row: {row}"
