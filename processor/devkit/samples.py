@@ -1,4 +1,4 @@
-"""Realistic Segment Identify events for the demo, the tests and the benchmarks.
+"""Realistic Segment events for the demo, the tests and the benchmarks.
 
 The emails' local parts steer the project's Clearbit-compatible server
 (``processor.devkit.clearbit_server``): ``notfound...`` answers 404,
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 COMPANY_DOMAINS = ("initech.example", "globex.example", "umbrella.example", "hooli.example",
@@ -85,3 +87,61 @@ def stream(count: int, distinct_emails: int, *, seed: int = 0
         person = (i * 7919 + seed) % distinct_emails
         yield (f"user-{person}".encode(),
                identify(person_email(person), user_id=f"user-{person}", message_id=f"m-{seed}-{i}"))
+
+
+DAY = 86_400
+
+
+def iso(seconds: float) -> str:
+    """ISO-8601 UTC with milliseconds, as Segment writes timestamps."""
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ConversionStory:
+    """The conversions demo's one (invented) visitor, from an ad click to an MQL, told
+    relative to ``now``: a landing page three days ago, an identify a day ago, the
+    lifecycle change two minutes ago."""
+
+    now: float
+    user_id: str = "user-201"
+    anonymous_id: str = "anon-5c1e9a"
+    email: str = "margaret.hamilton@initech.example"  # found, at a 180-person company
+    gclid: str = "Cj0KCQiA-demo-gclid-201"
+    fbclid: str = "IwAR-demo-fbclid-201"
+    ip: str = "203.0.113.9"
+    user_agent: str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"
+
+    @property
+    def clicked_at(self) -> int:
+        return int(self.now) - 3 * DAY
+
+    @property
+    def mql_at(self) -> int:
+        return int(self.now) - 120
+
+    def _context(self, url: str | None = None) -> dict[str, Any]:
+        context: dict[str, Any] = {"library": {"name": "analytics.js", "version": "4.1.0"},
+                                   "ip": self.ip, "userAgent": self.user_agent}
+        if url is not None:
+            context["page"] = {"url": url, "search": f"?{url.partition('?')[2]}"}
+        return context
+
+    def page_view(self) -> dict[str, Any]:
+        """The anonymous landing from an ad that carried both click IDs."""
+        url = f"https://shop.example/pricing?gclid={self.gclid}&fbclid={self.fbclid}"
+        return {"type": "page", "messageId": f"ajs-{uuid.uuid4()}", "name": "Pricing",
+                "anonymousId": self.anonymous_id, "timestamp": iso(self.clicked_at),
+                "context": self._context(url)}
+
+    def identify(self) -> dict[str, Any]:
+        """The sign-up: the browser's anonymousId linked to a userId, with an email."""
+        return identify(self.email, user_id=self.user_id, anonymous_id=self.anonymous_id,
+                        timestamp=iso(self.now - DAY), context=self._context())
+
+    def becomes_mql(self) -> dict[str, Any]:
+        """The CRM's trait change that enters the audience (no email: not enriched)."""
+        return identify(None, user_id=self.user_id, timestamp=iso(self.now),
+                        context={"library": {"name": "analytics-python", "version": "2.3.3"}},
+                        traits={"lifecycle": "MQL", "mql_at": iso(self.mql_at)})
