@@ -132,7 +132,8 @@ def max_message_bytes(config: Mapping[str, Any], topics: Sequence[str], timeout:
         ConfigResource,
     )
 
-    admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
+    # Short-lived too: warnings only, as in describe_topics.
+    admin_config: dict[str, Any] = {"error_cb": _on_error, "log_level": 4, **config}
     admin = AdminClient(admin_config)
     futures = admin.describe_configs(
         [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics],
