@@ -10,7 +10,7 @@ from typing import Any
 
 from processor.adapters.clearbit import ClearbitProvider
 from processor.adapters.json_codec import JsonCodec
-from processor.adapters.kafka import KafkaSink, KafkaSource, verify_topics
+from processor.adapters.kafka import KafkaSink, KafkaSource, producer_limits, verify_topics
 from processor.adapters.lag import LagMonitor
 from processor.adapters.prometheus import PrometheusSensor
 from processor.adapters.runtime_metrics import MetricsServer
@@ -124,11 +124,15 @@ def provider_factory(settings: Settings, clock: Clock) -> Callable[[], Provider]
             return HunterProvider(base_url=settings.hunter_base_url, api_key=settings.api_key,
                                   timeout=settings.request_timeout,
                                   max_connections=settings.max_in_flight, clock=clock,
-                                  client=settings.http_client)
+                                  client=settings.http_client,
+                                  max_answer_bytes=settings.max_answer_bytes,
+                                  max_rate_limit_wait=settings.rate_limit_max_wait)
         return ClearbitProvider(base_url=settings.clearbit_base_url, api_key=settings.api_key,
                                 timeout=settings.request_timeout,
                                 max_connections=settings.max_in_flight, clock=clock,
-                                client=settings.http_client)
+                                client=settings.http_client,
+                                max_answer_bytes=settings.max_answer_bytes,
+                                max_rate_limit_wait=settings.rate_limit_max_wait)
     return build
 
 
@@ -169,6 +173,11 @@ def assemble(settings: Settings, clock: Clock | None = None,
     consumer_config, consumer_sources = kafka_config(settings, "consumer", environ)
     producer_config, producer_sources = kafka_config(settings, "producer", environ)
     admin_config, _ = kafka_config(settings, "admin", environ)
+    written = [settings.output_topic, settings.dlq_topic]
+    if settings.cache_topic:
+        written.append(settings.cache_topic)
+    limits = producer_limits(admin_config, written, settings.startup_timeout, producer_config,
+                             producer_sources)
     source = KafkaSource(consumer_config, consumer_sources,
                          on_commit=lambda ok: sensor.committed(ok, clock.time()))
     sink = KafkaSink(producer_config, producer_sources)
@@ -184,6 +193,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
         quota_retry_interval=settings.quota_retry_interval,
         queued_retry_delay=settings.queued_retry_interval,
         queued_deadline=settings.queued_deadline,
+        attempt_timeout=settings.request_timeout,
     )
     lookups = LookupPool(provider_factory(settings, clock), policy, clock, sensor)
     shared = None
@@ -200,7 +210,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
     pipeline = Pipeline(
         topics=Topics(settings.input_topic, settings.output_topic, settings.dlq_topic),
         codec=codec, sink=sink, lookups=lookups, sensor=sensor, clock=clock,
-        memory=memory, transactional=exactly_once,
+        memory=memory, transactional=exactly_once, limits=limits,
     )
     lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval,
                      auto_offset_reset=settings.auto_offset_reset)

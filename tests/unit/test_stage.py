@@ -9,7 +9,7 @@ import pytest
 from processor.adapters.json_codec import JsonCodec
 from processor.core.cache import TTLCache
 from processor.core.enrichment.answers import Found, Remembered
-from processor.core.errors import DeliveryError
+from processor.core.errors import DeliveryError, FatalError, UnexpectedError
 from processor.runtime.loop import Stage, StageOptions
 from processor.runtime.signals import StopRequest
 from processor.stages.enrichment.lookup_cache import LookupCache
@@ -116,3 +116,26 @@ def test_a_paused_stage_looks_at_its_deliveries_again_soon() -> None:
     assert source.paused_timeouts
     assert max(source.paused_timeouts) <= 0.01
     assert len(sink.on("identify.enriched")) == 3
+
+
+class BrokenCodec(JsonCodec):
+    """Decodes every value but one, on which it fails in a way nobody foresaw."""
+
+    def decode(self, record: Any) -> dict[str, Any]:
+        if record.offset() == 2:
+            raise KeyError("nobody@example.com")
+        return super().decode(record)
+
+
+def test_an_unexpected_exception_is_a_fatal_stop_that_commits_nothing_past_it() -> None:
+    sink, stop, clock = FakeSink(), StopRequest(), FakeClock()
+    batch = [record({"type": "track"}, offset=i) for i in range(5)]
+    stage, source = build([batch], sink, stop, clock)
+    stage._pipeline._codec = BrokenCodec()  # the codec the pipeline calls
+    with pytest.raises(UnexpectedError, match="unexpected KeyError in the stage loop") as raised:
+        run_until_stopped(stage, source, stop, turns_before_stop=500)
+    assert isinstance(raised.value, FatalError)
+    assert "nobody@example.com" not in str(raised.value)
+    # The two records before it were done; the failing one and those after it were not.
+    assert source.committed_positions.get(TP, 0) == 2
+    assert source.closed
