@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 FORMAT ?= json
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka registry prometheus run test check lint typecheck unit integration e2e soak bench bench-quick clean
+.PHONY: help install kafka registry prometheus image-tools image run test test-image check lint typecheck unit integration e2e soak bench bench-quick clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,7 +35,17 @@ prometheus: ## prometheus and promtool (Debian's package) for the dashboard, ale
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
 
-run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker + Clearbit-compatible server + sample events + processor (FORMAT=avro: in Avro)
+image-tools: ## buildah and debootstrap (Debian's packages): build and run the image without Docker
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
+	    buildah debootstrap debian-archive-keyring; }
+
+image: $(STAMP) image-tools ## build deploy/Dockerfile with buildah on a local Debian base (root; base cached in ~/.cache)
+	$(PY) -m processor.devkit.image build
+
+run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker, Clearbit-compatible server, sample events, processor run, then processor conversions (FORMAT=avro: enrichment in Avro)
 	$(PY) -m processor.devkit.demo --format $(FORMAT)
 
 lint: $(STAMP) ## ruff, and the import contracts of pyproject.toml (lint-imports)
@@ -54,8 +64,11 @@ integration: $(STAMP) kafka registry prometheus ## integration tests (real broke
 e2e: $(STAMP) kafka ## whole-process tests: kills, restarts, chaos
 	$(PY) -m pytest tests/e2e
 
-test: $(STAMP) kafka registry prometheus lint typecheck ## lint, types and the whole test suite (what CI runs)
-	$(PY) -m pytest tests
+test: $(STAMP) kafka registry prometheus lint typecheck ## lint, types and the whole test suite but the image's
+	$(PY) -m pytest -m "not image" tests
+
+test-image: $(STAMP) kafka image-tools ## build the image for real and run it on a real broker (CI runs it after make test)
+	$(PY) -m pytest -m image tests/deploy
 
 soak: $(STAMP) kafka ## the chaos scenarios five times bigger (not part of `make test`)
 	CHAOS_SCALE=5 $(PY) -m pytest --timeout 3600 tests/e2e/test_chaos.py

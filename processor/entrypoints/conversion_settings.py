@@ -68,9 +68,9 @@ class ConversionSettings(StageSettings):
     audiences_file: str = env_var("PROCESSOR_CONV_AUDIENCES_FILE", "",
                                "YAML file of the audiences (key, criteria, event timestamp, "
                                "time bound, destinations); required")
-    state_dir: str = env_var("PROCESSOR_CONV_STATE_DIR", "/var/lib/processor/state",
-                          "where the local state stores live (rebuilt from the changelogs "
-                          "when empty)", min_length=1)
+    state_dir: str = env_var("PROCESSOR_CONV_STATE_DIR", "processor-state",
+                          "folder of the local state stores, one per replica (rebuilt from the "
+                          "changelogs when empty)", min_length=1)
     click_ttl: Duration = env_var("PROCESSOR_CONV_CLICK_TTL", "90d",
                                "how long a captured click ID is kept", gt=0)
     settle_delay: Duration = env_var("PROCESSOR_CONV_SETTLE_DELAY", "30s",

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from processor.adapters.google import GoogleClient
-from processor.adapters.kafka import KafkaSink, KafkaSource, verify_topics
+from processor.adapters.kafka import KafkaSink, KafkaSource, producer_limits, verify_topics
 from processor.adapters.lag import LagMonitor
 from processor.adapters.meta import MetaClient
 from processor.adapters.runtime_metrics import MetricsServer
@@ -130,6 +130,9 @@ def assemble(settings: SenderSettings, audiences: Audiences, clock: Clock | None
     consumer_config, consumer_sources = kafka_config(settings, "consumer", environ)
     producer_config, producer_sources = kafka_config(settings, "producer", environ)
     admin_config, _ = kafka_config(settings, "admin", environ)
+    limits = producer_limits(admin_config, [settings.delay_topic, settings.sent_topic,
+                                            settings.dlq_topic],
+                             settings.startup_timeout, producer_config, producer_sources)
     source = KafkaSource(consumer_config, consumer_sources,
                          on_commit=lambda ok: sensor.committed(ok, clock.time()))
     sink = KafkaSink(producer_config, producer_sources)
@@ -154,7 +157,7 @@ def assemble(settings: SenderSettings, audiences: Audiences, clock: Clock | None
         topics=SenderTopics(settings.outbox_topic, settings.delay_topic, settings.sent_topic,
                             settings.dlq_topic),
         options=options, pool=pool, batcher=batcher, sink=sink, gate=source, sensor=sensor,
-        clock=clock)
+        clock=clock, limits=limits)
     lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval,
                      auto_offset_reset=settings.auto_offset_reset)
     stage = Stage(options=StageOptions(

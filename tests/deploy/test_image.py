@@ -1,5 +1,5 @@
-"""deploy/Dockerfile cannot be built here (no Docker engine): these tests read it and
-hold it to what the brief and the manifests expect."""
+"""deploy/Dockerfile and pyproject.toml's wheel, read: held to what the manifests expect.
+tests/deploy/test_image_build.py builds the image and runs it (``make test-image``)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def test_the_runtime_is_small_and_has_no_build_tools() -> None:
                 assert not BUILD_TOOLS.search(rest.replace("groupadd", "").replace(
                     "useradd", "")), f"{stage.name}: RUN {rest}"
             if instruction == "COPY" and "--from=" in rest:
-                assert "/opt/venv" in rest  # only the built virtualenv comes across
+                # Only the built virtualenv comes across, from the stage without the dev kit.
+                assert rest.split() == ["--from=build", "/opt/venv", "/opt/venv"], rest
 
 
 def test_the_runtime_runs_as_a_numeric_non_root_user() -> None:
@@ -75,7 +76,7 @@ def test_the_entrypoint_is_processor_run() -> None:
     assert runtime["ENTRYPOINT"] == '["processor"]'
     assert runtime["CMD"] == '["run"]'
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["processor"] == "processor.entrypoints.cli:main"
+    assert scripts["processor"] == "processor.entrypoints.console:main"
 
 
 def test_the_build_context_holds_what_the_build_copies() -> None:
@@ -87,3 +88,41 @@ def test_the_build_context_holds_what_the_build_copies() -> None:
         for source in sources:
             assert source.rstrip("/") in allowed, source
             assert (REPO / source).exists(), source
+    # All else stays out: "*" first, then the exceptions; never the tests.
+    first_exception = next(i for i, line in enumerate(ignore) if line.startswith("!"))
+    assert "*" in ignore[:first_exception]
+    assert "tests" not in allowed
+
+
+def test_every_package_dir_the_wheel_maps_is_in_the_build_context() -> None:
+    """``pip wheel .`` in the build stage needs each folder pyproject.toml maps a package to."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    build = next(s for s in stages() if s.name == "build")
+    copied = {rest.split()[-1].removeprefix("./") for instruction, rest in build.instructions
+              if instruction == "COPY" and "--from=" not in rest}
+    for folder in setuptools["package-dir"].values():
+        assert folder in copied, f"the build stage does not COPY {folder}/"
+
+
+def test_the_wheel_leaves_the_dev_kit_out_and_its_data_exists() -> None:
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert not [p for p in setuptools["packages"] if p.startswith("processor.devkit")]
+    # Only the data listed below is shipped; each pattern names files that exist.
+    assert setuptools["include-package-data"] is False
+    for package, patterns in setuptools["package-data"].items():
+        folder = REPO / setuptools["package-dir"].get(package, package.replace(".", "/"))
+        for pattern in patterns:
+            assert "devkit" not in pattern, pattern
+            assert list(folder.glob(pattern)), f"{package}: {pattern} matches no file"
+
+
+def test_only_the_devkit_image_gets_the_dev_kit() -> None:
+    by_name = {s.name: s for s in stages()}
+    devkit = by_name["devkit"]
+    assert devkit.base == "base"  # the runtime's user and environment, not the build's tools
+    sources = [rest.split()[0] for instruction, rest in devkit.instructions
+               if instruction == "COPY"]
+    assert sources == ["--from=devkit-venv"]
+    assert by_name["devkit-venv"].base == "build"
+    assert any("processor/devkit" in rest for instruction, rest
+               in by_name["devkit-venv"].instructions if instruction == "RUN")

@@ -41,13 +41,15 @@ def test_the_contracts_hold_on_the_real_tree() -> None:
 
 @pytest.mark.parametrize(("path", "line", "contract"), [
     ("core/clock.py", "import confluent_kafka", "the core and the runtime import no Kafka"),
+    ("runtime/state.py", "import rocksdict", "the core and the runtime import no Kafka"),
     ("core/clock.py", "import processor.adapters.kafka", "the layers"),
     ("adapters/lag.py", "import processor.entrypoints.settings", "only the entry points"),
     ("stages/enrichment/pipeline.py", "import httpx", "the stages see adapters only"),
     ("runtime/loop.py", "import processor.devkit.samples", "the development kit"),
     ("core/enrichment/emails.py", "import processor.core.enrichment.events",
      "no import cycles"),
-], ids=["core-kafka", "core-adapter", "adapter-settings", "stage-http", "devkit", "cycle"])
+], ids=["core-kafka", "runtime-rocksdb", "core-adapter", "adapter-settings", "stage-http",
+        "devkit", "cycle"])
 def test_a_rule_broken_on_purpose_fails_the_lint(tmp_path: Path, path: str, line: str,
                                                  contract: str) -> None:
     done = lint_scratch_copy(tmp_path, path, line)

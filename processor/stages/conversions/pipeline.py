@@ -10,6 +10,12 @@ The stage consumes its inputs and its two repartition topics in one group:
   evaluates the audiences; an entry is scheduled ``settle_delay`` ahead in the
   store itself (a due-index key), so a restore brings the schedule back too.
 
+Every output is held against its topic's limit first (``processor.runtime.size_limits``):
+a record with an output too large for its topic is dead-lettered as
+``output_too_large`` instead, and a dead letter too large leaves out what it must.
+(An internal record's state change then stays in the local store without its
+changelog record, until the partition is next restored.)
+
 Each record's outputs (repartition messages, changelog writes, a dead letter) are
 its slot's: at-least-once, the slot is done when the broker has confirmed every
 one, so no offset is committed before the state change it caused is in its
@@ -34,10 +40,11 @@ from processor.core.conversions.audiences import Audiences
 from processor.core.conversions.entries import Entry, Outcome
 from processor.core.conversions.record import build_record
 from processor.core.errors import FatalError, RecordError, UnreadableInternalError
-from processor.core.offsets import OffsetLedger, PartitionLedger, Slot, TopicPartition
+from processor.core.offsets import OffsetLedger, Slot, TopicPartition
 from processor.core.records import SourceRecord
 from processor.runtime.dead_letters import DeadLetterHeaders
 from processor.runtime.ports import Output, Sink
+from processor.runtime.size_limits import TopicLimits
 from processor.stages.conversions import messages, people, visitors
 from processor.stages.conversions.messages import Clicks, Identify, Merge, Touch
 from processor.stages.conversions.ports import ConversionSensor, Decoder, Store, Stores
@@ -50,6 +57,7 @@ VISITOR = b"v\x00"
 PERSON = b"p\x00"
 DUE = b"d\x00"  # + due time (ms, 13 digits) + \x00 + conversion id -> [person, audience, ts]
 PUNCTUATE_EVERY = 0.1  # seconds between looks at the due index
+STATE_EVERY = 5.0  # seconds between reports of the stores' sizes
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,11 @@ class ConversionPipeline:
 
     def __init__(self, *, topics: ConversionTopics, options: ConversionOptions,
                  audiences: Audiences, decoder: Decoder, sink: Sink, visitor_stores: Stores,
-                 person_stores: Stores, sensor: ConversionSensor, clock: Clock) -> None:
+                 person_stores: Stores, sensor: ConversionSensor, clock: Clock,
+                 limits: TopicLimits | None = None) -> None:
         self._topics = topics
+        self._limits = limits or TopicLimits()
+        self._trimmed: Counter[str] = Counter()
         self._options = options
         self._audiences = audiences
         self._kept_traits = audiences.traits
@@ -109,9 +120,12 @@ class ConversionPipeline:
         self._sensor = sensor
         self._clock = clock
         self._ledger = OffsetLedger[_Payload]()
-        self._free: list[Output] = []  # transactional: due conversions for the next commit
+        # Transactional: due conversions (and their state changes) for the next commit, by
+        # the person partition they belong to.
+        self._free: dict[int, list[Output]] = {}
         self._writing: set[str] = set()  # at-least-once: conversion ids not yet confirmed
         self._last_punctuation = 0.0
+        self._last_state_report = -STATE_EVERY
         self._counts: Counter[tuple[str, str]] = Counter()
         self._by_topic: Counter[str] = Counter()
         self._clicks: Counter[str] = Counter()
@@ -157,13 +171,27 @@ class ConversionPipeline:
             else:
                 try:
                     outputs = self._outputs_of(record, topic, tp[1], now_ms)
+                    self._refuse_too_large(record, outputs)
                 except RecordError as error:
-                    error.with_record(record)
-                    self._counts[("dead_lettered", error.reason)] += 1
-                    outputs = [Output(self._topics.dead_letter, record.key(), record.value(),
-                                      CONVERSIONS.build(record, error, now_ms))]
+                    outputs = [self._dead_letter(record, error.with_record(record), now_ms)]
             self._emit(slot, outputs)
         self._sensor.consumed(len(records))
+
+    def _refuse_too_large(self, record: SourceRecord, outputs: list[Output]) -> None:
+        """Raise ``OutputTooLargeError`` when one of ``outputs`` is too large for its topic."""
+        for output in outputs:
+            refusal = self._limits.refusal(output.topic, output.key, output.value,
+                                           output.headers, record)
+            if refusal is not None:
+                raise refusal
+
+    def _dead_letter(self, record: SourceRecord, error: RecordError, now_ms: int) -> Output:
+        topic = self._topics.dead_letter
+        letter = CONVERSIONS.letter(record, error, now_ms, self._limits.limit(topic))
+        self._counts[("dead_lettered", error.reason)] += 1
+        if letter.omitted:
+            self._trimmed[error.reason] += 1
+        return Output(topic, letter.key, letter.value, letter.headers)
 
     def _outputs_of(self, record: SourceRecord, topic: str, partition: int,
                     now_ms: int) -> list[Output]:
@@ -264,15 +292,20 @@ class ConversionPipeline:
         if now - self._last_punctuation < PUNCTUATE_EVERY:
             return
         self._last_punctuation = now
+        if now - self._last_state_report >= STATE_EVERY:
+            self._last_state_report = now
+            for stores in (self._visitors, self._people):
+                self._sensor.state_records(stores.name, stores.estimated_records())
         now_ms = int(self._clock.time() * 1000)
         for partition in self._people.owned():
             store = self._people.partition(partition)
             for due, value in list(store.items(DUE)):
                 if int(due[len(DUE):len(DUE) + 13]) > now_ms:
                     break
-                self._write_due(store, due, value, now_ms)
+                self._write_due(partition, store, due, value, now_ms)
 
-    def _write_due(self, store: Store, due: bytes, value: bytes, now_ms: int) -> None:
+    def _write_due(self, partition: int, store: Store, due: bytes, value: bytes,
+                   now_ms: int) -> None:
         event_id = due[len(DUE) + 14:].decode()
         if event_id in self._writing:
             return
@@ -281,7 +314,7 @@ class ConversionPipeline:
         person = people.Person.from_bytes(store.get(key))
         audience = self._audiences.get(audience_key)
         if audience is None or not people.pending(person, audience_key, ts, event_id):
-            self._settle_due(store, due, key, None)  # exited the config or handed over
+            self._settle_due(partition, store, due, key, None)  # left the config, handed over
             return
         record = build_record(Entry(audience_key, person_key, ts, event_id), audience,
                               user_id=person.user_id, anonymous_id=person.anonymous_id,
@@ -289,8 +322,8 @@ class ConversionPipeline:
                               visit=person.visit, keys=person.keys)
         conversion = Output(self._topics.output, event_id.encode(), orjson.dumps(record), None)
         if self._options.transactional:
-            self._free.append(conversion)
-            self._settle_due(store, due, key, (audience_key, ts))
+            self._free.setdefault(partition, []).append(conversion)
+            self._settle_due(partition, store, due, key, (audience_key, ts))
             self._written[audience_key] += 1
             return
         self._writing.add(event_id)
@@ -301,11 +334,14 @@ class ConversionPipeline:
                 self.refused.append(f"{self._topics.output}: {error}")
                 return
             self._written[audience_key] += 1
-            self._settle_due(store, due, key, (audience_key, ts))
+            # Revoked meanwhile: the next owner finds it pending and writes it again, with
+            # the same id.
+            if partition in self._people.owned():
+                self._settle_due(partition, store, due, key, (audience_key, ts))
 
         self._sink.produce(conversion.topic, conversion.key, conversion.value, None, confirmed)
 
-    def _settle_due(self, store: Store, due: bytes, key: bytes,
+    def _settle_due(self, partition: int, store: Store, due: bytes, key: bytes,
                     emitted: tuple[str, int] | None) -> None:
         """Drop the due entry and, if it was written, mark its membership emitted."""
         writes = [store.delete(due)]
@@ -313,7 +349,7 @@ class ConversionPipeline:
             person = people.emitted(people.Person.from_bytes(store.get(key)), *emitted)
             writes.append(store.put(key, person.to_bytes()))
         if self._options.transactional:
-            self._free += writes
+            self._free.setdefault(partition, []).extend(writes)
             return
         for write in writes:
             self._sink.produce(write.topic, write.key, write.value, None, self._on_changelog,
@@ -349,8 +385,9 @@ class ConversionPipeline:
                     outputs += slot.payload
             if taken:
                 positions[tp] = taken[-1].offset + 1
-        outputs += self._free
-        self._free = []
+        for free in self._free.values():
+            outputs += free
+        self._free = {}
         return outputs, positions
 
     def positions(self) -> dict[TopicPartition, int]:
@@ -363,15 +400,17 @@ class ConversionPipeline:
         return sum(sum(1 for slot in ledger if not slot.done)
                    for tp, ledger in self._ledger.items() if tps is None or tp in tps)
 
-    def drop(self, tps: list[TopicPartition]) -> None:
+    def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Revoked, lost, or rewound after an aborted transaction: forget their records,
-        and close their stores (transactional: untrusted, so the next use restores)."""
+        and close their stores. Only after a revoke's final commit are the local copies
+        trusted again; lost or rewound, the next use restores them from the changelog."""
         for tp in tps:
-            dropped: PartitionLedger[_Payload] | None = self._ledger.drop(tp)
-            del dropped
-        clean = not self._options.transactional
-        if self._options.transactional:
-            self._free = []
+            self._ledger.drop(tp)
+        clean = committed
+        if not committed:  # their stores restart from the changelog: so must these
+            for t, p in tps:
+                if t == self._topics.by_person:
+                    self._free.pop(p, None)
         for stores, topic in ((self._visitors, self._topics.by_anon),
                               (self._people, self._topics.by_person)):
             mine = [p for t, p in tps if t == topic and p in stores.owned()]
@@ -385,6 +424,9 @@ class ConversionPipeline:
         if self._counts:
             sensor.outcomes(dict(self._counts))
             self._counts.clear()
+        if self._trimmed:
+            sensor.dead_letters_trimmed(dict(self._trimmed))
+            self._trimmed.clear()
         for counter, hook in ((self._by_topic, sensor.records),
                               (self._clicks, sensor.clicks_captured),
                               (self._entries, sensor.entries),

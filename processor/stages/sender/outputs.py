@@ -2,7 +2,10 @@
 
 A dead letter is the conversions-topic record unchanged (the delay topic's own headers
 left out, so a replay to the conversions topic sends it anew) with the runtime's
-dead-letter headers, the platform's code as the reason, and the destination.
+dead-letter headers, the platform's code as the reason, and the destination; held to
+the dead-letter topic's limit as every stage's are. A delay-topic record is the record
+with three headers more: one the delay topic cannot take is dead-lettered
+(``output_too_large``) rather than left to stop the stage.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from processor.core.errors import PlatformRejectedError, RecordError, RetriesExh
 from processor.core.records import Headers, SourceRecord, header_list
 from processor.runtime.dead_letters import DeadLetterHeaders
 from processor.runtime.ports import Output
+from processor.runtime.size_limits import TopicLimits
 
 CONVERSIONS = DeadLetterHeaders("conversions")
 NOT_BEFORE = "conversions.not_before"  # delay topic: not to be sent before (ms)
@@ -42,11 +46,13 @@ def emitted_at(record: SourceRecord) -> int:
 
 
 class ResultWriter:
-    def __init__(self, *, sent: str, delayed: str, dead_letter: str, test: bool) -> None:
+    def __init__(self, *, sent: str, delayed: str, dead_letter: str, test: bool,
+                 limits: TopicLimits | None = None) -> None:
         self._sent = sent
         self._delayed = delayed
         self._dead_letter = dead_letter
         self._test = test
+        self._limits = limits or TopicLimits()
 
     def audit(self, record: SourceRecord, conversion: Conversion, destination: Destination,
               status: Status, reason: str, ref: str, keys: tuple[str, ...],
@@ -73,12 +79,18 @@ class ResultWriter:
 
     def dead_letter(self, record: SourceRecord, error: RecordError, now_ms: int,
                     reason: str | None = None, extra: dict[str, str] | None = None) -> Output:
-        return Output(self._dead_letter, record.key(), record.value(),
-                      CONVERSIONS.build(record, error, now_ms, reason=reason, extra=extra,
-                                        keep=_own(record)))
+        letter = CONVERSIONS.letter(record, error, now_ms, self._limits.limit(self._dead_letter),
+                                    reason=reason, extra=extra, keep=_own(record))
+        return Output(self._dead_letter, letter.key, letter.value, letter.headers)
 
-    def delay(self, record: SourceRecord, not_before_ms: int, delays: int) -> Output:
+    def delay(self, record: SourceRecord, not_before_ms: int, delays: int,
+              now_ms: int) -> Output:
+        """The record for the delay topic (or, too large for it, its dead letter)."""
         headers: Headers = [*_own(record), (NOT_BEFORE, str(not_before_ms).encode()),
                             (DELAYS, str(delays).encode()),
                             (EMITTED_AT, str(emitted_at(record)).encode())]
+        refusal = self._limits.refusal(self._delayed, record.key(), record.value(), headers,
+                                       record)
+        if refusal is not None:
+            return self.dead_letter(record, refusal, now_ms)
         return Output(self._delayed, record.key(), record.value(), headers)

@@ -45,6 +45,7 @@ from processor.core.errors import DestinationRefusedError, FatalError, Unreadabl
 from processor.core.offsets import OffsetLedger, Slot, TopicPartition
 from processor.core.records import SourceRecord
 from processor.runtime.ports import Output, Sink
+from processor.runtime.size_limits import TopicLimits
 from processor.stages.sender.batches import Batch, Batcher, Item
 from processor.stages.sender.outputs import DELAYS, NOT_BEFORE, ResultWriter, header_number
 from processor.stages.sender.pool import DeliveryPool, Result
@@ -105,7 +106,7 @@ class SenderPipeline:
 
     def __init__(self, *, topics: SenderTopics, options: SenderOptions, pool: DeliveryPool,
                  batcher: Batcher, sink: Sink, gate: PartitionGate, sensor: SenderSensor,
-                 clock: Clock) -> None:
+                 clock: Clock, limits: TopicLimits | None = None) -> None:
         self._topics = topics
         self._options = options
         self._pool = pool
@@ -115,7 +116,8 @@ class SenderPipeline:
         self._sensor = sensor
         self._clock = clock
         self._writer = ResultWriter(sent=topics.sent, delayed=topics.delayed,
-                                    dead_letter=topics.dead_letter, test=options.dry_run)
+                                    dead_letter=topics.dead_letter, test=options.dry_run,
+                                    limits=limits)
         self._ledger = OffsetLedger[_Delivery]()
         self._parked: dict[TopicPartition, deque[_Delivery]] = {}
         self._in_pool: Counter[Destination] = Counter()
@@ -237,7 +239,7 @@ class SenderPipeline:
                                               int(self._options.google_min_age * 1000))
             if not_before > now_ms:
                 self._delayed[(destination.value, "click_too_recent")] += 1
-                return self._writer.delay(delivery.record, not_before, 1)
+                return self._writer.delay(delivery.record, not_before, 1, now_ms)
         return None
 
     def _refuse_missing(self, conversion: Conversion, destination: Destination) -> None:
@@ -278,7 +280,8 @@ class SenderPipeline:
             if delays <= self._options.max_delays:
                 self._delayed[(item.destination.value, "too_recent")] += 1
                 delay_ms = int(self._options.too_recent_delay * 1000)
-                outputs = [self._writer.delay(delivery.record, now_ms + delay_ms, delays)]
+                outputs = [self._writer.delay(delivery.record, now_ms + delay_ms, delays,
+                                              now_ms)]
                 delivery.pending -= 1
                 self._emit(delivery, outputs)
                 return
@@ -346,7 +349,9 @@ class SenderPipeline:
                    for slot in ledger if not slot.done and not (
                        slot.payload is not None and slot.payload.parked))
 
-    def drop(self, tps: list[TopicPartition]) -> None:
+    def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
+        """Forget them (revoked, lost, rewound): results still to come for their records
+        are ignored, and the next owner sends those again. No state outlives a drop."""
         for tp in tps:
             dropped = self._ledger.drop(tp)
             for slot in dropped or ():
