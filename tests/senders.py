@@ -4,11 +4,8 @@ Meta- and Google-compatible servers, the sender run in-process, its results read
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,107 +18,24 @@ from confluent_kafka import Message
 
 from processor.core.conversions.audit import SENT_SCHEMA
 from processor.core.conversions.record import SCHEMA
-from processor.core.conversions.timestamps import rfc3339
 from processor.devkit import google_server, meta_server
+from processor.devkit.conversion_samples import (
+    AUDIENCES,
+    sample_conversion,
+    sender_environment,
+)
 from processor.entrypoints.sender import SenderAssembly, assemble, preflight
 from processor.entrypoints.sender_settings import SenderSettings
 from processor.entrypoints.settings import load_as
 from tests.harness import headers_of, read
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-PIXEL = "1234567890"
-CUSTOMER = "5550001111"
-ACTION = "987654321"
-HOUR = 3600
-
-AUDIENCES = f"""
-version: 1
-audiences:
-  - key: both_7d
-    criteria: traits.lifecycle == "MQL"
-    event_timestamp: traits.mql_at
-    within: 7d
-    destinations:
-      meta: {{pixel_id: "{PIXEL}", event_name: Lead, custom_data: {{value: 250, currency: USD}}}}
-      google: {{customer_id: "{CUSTOMER}", conversion_action_id: "{ACTION}", value: 250,
-               currency: USD, consent: {{ad_user_data: CONSENT_GRANTED,
-                                         ad_personalization: CONSENT_GRANTED}}}}
-  - key: meta_7d
-    criteria: traits.lifecycle == "MQL"
-    event_timestamp: traits.mql_at
-    within: 7d
-    destinations:
-      meta: {{pixel_id: "{PIXEL}", event_name: Lead}}
-  - key: google_30d
-    criteria: traits.lifecycle == "MQL"
-    event_timestamp: traits.mql_at
-    within: 30d
-    destinations:
-      google: {{customer_id: "{CUSTOMER}", conversion_action_id: "{ACTION}"}}
-  - key: ads_30d
-    criteria: traits.lifecycle == "SQL"
-    event_timestamp: traits.sql_at
-    within: 30d
-    destinations:
-      google: {{api: ads, customer_id: "{CUSTOMER}", conversion_action_id: "{ACTION}",
-               login_customer_id: "1112223333"}}
-"""
-
-DESTINATIONS: dict[str, dict[str, Any]] = {
-    "both_7d": {"meta": {"pixel_id": PIXEL, "event_name": "Lead", "action_source": "website",
-                         "custom_data": {"value": 250, "currency": "USD"}},
-                "google": {"api": "data_manager", "customer_id": CUSTOMER,
-                           "conversion_action_id": ACTION, "value": 250.0, "currency": "USD",
-                           "consent": {"ad_user_data": "CONSENT_GRANTED",
-                                       "ad_personalization": "CONSENT_GRANTED"}}},
-    "meta_7d": {"meta": {"pixel_id": PIXEL, "event_name": "Lead",
-                         "action_source": "website"}},
-    "google_30d": {"google": {"api": "data_manager", "customer_id": CUSTOMER,
-                              "conversion_action_id": ACTION}},
-    "ads_30d": {"google": {"api": "ads", "customer_id": CUSTOMER,
-                           "conversion_action_id": ACTION, "login_customer_id": "1112223333"}},
-}
 
 
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def conversion_id(n: int, salt: str = "") -> str:
-    return "cbc_" + sha(f"{salt}:{n}")[:32]
-
-
-def conversion(n: int, audience: str = "both_7d", *, salt: str = "",
-               entry_ts: int | None = None, click_age: float = 2 * 86_400,
-               google_click: str | None = "gclid", fbc: bool = True,
-               keys: bool = True) -> dict[str, Any]:
+def conversion(n: int, audience: str = "both_7d", **fields: Any) -> dict[str, Any]:
     """A conversions-topic record as the conversions stage writes it (checked against the
-    schema): entry an hour ago by default, clicks ``click_age`` seconds before now."""
-    now = time.time()
-    entry = int(now - HOUR) if entry_ts is None else entry_ts
-    click_ms = int((now - click_age) * 1000)
-    destinations = DESTINATIONS[audience]
-    clicks: dict[str, Any] = {}
-    matching: dict[str, Any] = {}
-    record: dict[str, Any] = {
-        "v": 1, "conversion_id": conversion_id(n, salt), "audience": audience,
-        "person_key": f"user-{n}", "user_id": f"user-{n}", "anonymous_id": f"anon-{n}",
-        "entry_ts": entry, "conversion_time": rfc3339(entry),
-        "destinations": destinations, "clicks": clicks, "matching": matching}
-    if "google" in destinations:
-        if google_click:
-            clicks["google"] = {"type": google_click, "value": f"Cj0K-{n}-{salt}",
-                                "observed_at_ms": click_ms}
-        matching["google"] = {"email_address": sha(f"person{n}@example.com")} if keys else {}
-    if "meta" in destinations:
-        if fbc:
-            clicks["fbc"] = {"type": "fbc", "value": f"fb.1.{click_ms}.IwAR{n}",
-                             "observed_at_ms": click_ms, "source": "fbclid"}
-        matching["meta"] = {"em": sha(f"person{n}@example.com"),
-                            "external_id": sha(f"user-{n}")} if keys else {}
-        record["context"] = {"client_ip_address": "203.0.113.7",
-                             "client_user_agent": "Mozilla/5.0 (X11; Linux)",
-                             "event_source_url": "https://www.shop.example/pricing"}
+    schema here): entry an hour ago by default, clicks ``click_age`` seconds before now."""
+    record = sample_conversion(n, audience, **fields)
     assert list(schema_validator(SCHEMA).iter_errors(record)) == [], record
     return record
 
@@ -263,25 +177,10 @@ def make_names(kafka_topics: Callable[..., str], unique_name: str, folder: Path,
 def sender_env(bootstrap: str, names: SenderNames, meta: meta_server.MetaServer,
                google: google_server.GoogleServer, **extra: str) -> dict[str, str]:
     """The environment of ``processor conversions send`` against the local servers."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PROCESSOR_", "META_", "GOOGLE_", "KAFKA_"))}
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PROCESSOR_CONV_OUTPUT_TOPIC": names.outbox,
-        "PROCESSOR_CONV_DELAY_TOPIC": names.delayed, "PROCESSOR_CONV_SENT_TOPIC": names.sent,
-        "PROCESSOR_CONV_DLQ_TOPIC": names.dlq, "PROCESSOR_CONV_SENDER_GROUP_ID": names.group,
-        "PROCESSOR_CONV_AUDIENCES_FILE": str(names.audiences),
-        "META_ACCESS_TOKEN": meta_server.DEFAULT_TOKEN, "META_BASE_URL": meta.url,
-        "GOOGLE_OAUTH_CLIENT_ID": google_server.DEFAULT_CLIENT_ID,
-        "GOOGLE_OAUTH_CLIENT_SECRET": google_server.DEFAULT_CLIENT_SECRET,
-        "GOOGLE_OAUTH_REFRESH_TOKEN": google_server.DEFAULT_REFRESH_TOKEN,
-        "GOOGLE_ADS_DEVELOPER_TOKEN": google_server.DEFAULT_DEVELOPER_TOKEN,
-        "GOOGLE_TOKEN_URL": google.token_url, "GOOGLE_DATAMANAGER_BASE_URL": google.url,
-        "GOOGLE_ADS_BASE_URL": google.url, "GOOGLE_RATE_LIMIT_PER_MINUTE": "0",
-        "PROCESSOR_METRICS_PORT": "0", "PROCESSOR_LOG_FORMAT": "json",
-        "PROCESSOR_CONV_FATAL_LINGER": "0s",
+    topics = {"outbox": names.outbox, "delayed": names.delayed, "sent": names.sent,
+              "dlq": names.dlq, "group": names.group}
+    return sender_environment(bootstrap, topics, str(names.audiences), meta, google, **{
         # A killed member is noticed in 6 s instead of librdkafka's default 45 s.
         "PROCESSOR_KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
         "PROCESSOR_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
-    })
-    env.update(extra)
-    return env
+        "GOOGLE_RATE_LIMIT_PER_MINUTE": "0", **extra})

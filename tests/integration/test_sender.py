@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from processor.core.errors import DestinationRefusedError
+from processor.devkit.conversion_samples import HOUR
 from processor.devkit.google_server import GoogleServer
 from processor.devkit.meta_server import MetaServer
 from tests.harness import caught_up, committed_offsets, headers_of, produce, sample, wait_for
 from tests.senders import (
-    HOUR,
     SenderNames,
     conversion,
     make_names,

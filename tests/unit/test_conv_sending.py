@@ -31,6 +31,7 @@ from processor.core.conversions.verdicts import (
     meta_answer,
     token_answer,
 )
+from processor.devkit.conversion_samples import ACTION, CUSTOMER, PIXEL, sha
 from processor.devkit.google_errors import (
     Rejected,
     Violation,
@@ -40,7 +41,7 @@ from processor.devkit.google_errors import (
     auth_error,
     datamanager_error,
 )
-from tests.senders import ACTION, CUSTOMER, PIXEL, conversion, sha
+from tests.senders import conversion
 
 
 def read(n: int = 1, audience: str = "both_7d", **fields: Any) -> Any:

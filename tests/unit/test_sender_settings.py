@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from processor.devkit.conversion_samples import AUDIENCES
 from processor.entrypoints.cli import main
 from processor.entrypoints.conversion_settings import ConversionSettings
 from processor.entrypoints.sender_settings import SenderSettings
 from processor.entrypoints.settings import env_name
 from processor.runtime.signals import StopRequest
-from tests.senders import AUDIENCES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ENV_PREFIXES = ("PROCESSOR_", "META_", "GOOGLE_", "KAFKA_")
