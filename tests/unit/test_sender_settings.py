@@ -3,6 +3,8 @@ against the audiences that need them, secrets never flags."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,8 @@ def test_what_the_conversions_stage_also_reads_has_the_same_default() -> None:
 
 
 @pytest.fixture
-def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+                ) -> Iterator[pytest.MonkeyPatch]:
     import os
 
     for name in list(os.environ):
@@ -56,7 +59,13 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Monke
     monkeypatch.setenv("PROCESSOR_CONV_AUDIENCES_FILE", str(audiences))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.setenv("PROCESSOR_STARTUP_TIMEOUT", "1s")
-    return monkeypatch
+    # A start that gets far enough sets up logging on this test's captured stderr: the
+    # next tests must not log to it once it is closed.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield monkeypatch
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def send(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

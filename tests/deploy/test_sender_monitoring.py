@@ -1,7 +1,7 @@
-"""The conversions dashboard and alerts, statically: well-formed, each alert unit-tested
+"""The sender's dashboard and alerts, statically: well-formed, each alert unit-tested
 with a case that fires, and every metric they name one the sender exports (or, for
 audience entries, the conversions stage). That each query returns data from a real
-Prometheus is tests/integration/test_conversions_dashboard_queries.py."""
+Prometheus is tests/integration/test_sender_dashboard_queries.py."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from processor.adapters.sender_metrics import SenderMetrics
 from processor.core.conversions.sending import Destination
 from tests.promtools import DEPLOY, dashboard_queries, panels, promtool
 
-DASHBOARD = DEPLOY / "grafana" / "conversions-dashboard.json"
+DASHBOARD = DEPLOY / "grafana" / "sender.json"
 RULES = DEPLOY / "prometheus"
-ALERTS = "conversions-alerts.yml"
+ALERTS = "sender-alerts.yml"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 REQUIRED_PANELS = {"Results by destination and status", "Rejected share", "Requests by status",
                    "Request latency", "Batch size", "Conversions pending", "Match keys sent",
@@ -61,10 +61,11 @@ def exported_names() -> set[str]:
 
 def test_the_dashboard_is_well_formed() -> None:
     doc = document()
-    assert doc["uid"] == "clearbit-conversions"
+    assert doc["uid"] == "clearbit-conversions-sender"
     assert "id" not in doc
     variables = {v["name"]: v for v in doc["templating"]["list"]}
-    assert variables["job"]["query"]["query"] == "label_values(conversions_build_info, job)"
+    # A series only the sender exports: the stage's jobs have conversions_ series too.
+    assert variables["job"]["query"]["query"] == "label_values(conversions_pending, job)"
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids))
     for panel in panels(doc):
@@ -102,14 +103,14 @@ def alert_rules() -> list[dict[str, Any]]:
 def test_the_rules_pass_promtool_and_their_unit_tests() -> None:
     checked = promtool("check", "rules", str(RULES / ALERTS))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = promtool("test", "rules", "conversions-alerts_test.yml", cwd=RULES)
+    tested = promtool("test", "rules", "sender-alerts_test.yml", cwd=RULES)
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def test_every_alert_is_required_tested_and_described() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert names >= REQUIRED_ALERTS
-    tests = yaml.safe_load((RULES / "conversions-alerts_test.yml").read_text())["tests"]
+    tests = yaml.safe_load((RULES / "sender-alerts_test.yml").read_text())["tests"]
     firing = {case["alertname"] for test in tests for case in test["alert_rule_test"]
               if case.get("exp_alerts")}
     assert firing == names
@@ -124,7 +125,7 @@ def test_the_unit_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
     wrong, count = re.subn(r"> 0\.05\n", "> 0.5\n", text)
     assert count == 1
     (tmp_path / ALERTS).write_text(wrong)
-    shutil.copy(RULES / "conversions-alerts_test.yml", tmp_path)
-    result = promtool("test", "rules", "conversions-alerts_test.yml", cwd=tmp_path)
+    shutil.copy(RULES / "sender-alerts_test.yml", tmp_path)
+    result = promtool("test", "rules", "sender-alerts_test.yml", cwd=tmp_path)
     assert result.returncode != 0
     assert "ConversionsRejectionRate" in result.stdout + result.stderr

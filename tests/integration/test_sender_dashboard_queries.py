@@ -1,4 +1,4 @@
-"""Every query of the conversions dashboard returns data from a real Prometheus.
+"""Every query of the sender's dashboard returns data from a real Prometheus.
 
 A real ``prometheus`` scrapes the sender's /metrics every second while it sends every
 kind of result (accepted, rejected, skipped, waiting for Google's click age) through
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from processor.devkit.google_server import GoogleServer
 from processor.devkit.meta_server import MetaServer
-from tests.deploy.test_conversions_monitoring import document
+from tests.deploy.test_sender_monitoring import document
 from tests.harness import produce, wait_for
 from tests.promtools import (
     DEPLOY,
@@ -41,7 +41,7 @@ def unanswered(server: PrometheusServer) -> list[str]:
     return empty
 
 
-def test_every_conversions_dashboard_query_returns_data(
+def test_every_sender_dashboard_query_returns_data(
         kafka_bootstrap: str, kafka_topics: Callable[..., str], unique_name: str,
         tmp_path: Path, meta: MetaServer, google: GoogleServer) -> None:
     names = make_names(kafka_topics, unique_name, tmp_path)
@@ -52,7 +52,7 @@ def test_every_conversions_dashboard_query_returns_data(
     google.fail(500, api="datamanager", times=1)
     settings = names.settings(kafka_bootstrap, meta, google, metrics_port=port,
                               metrics_host="127.0.0.1", google_click_min_age=8.0)
-    rules = DEPLOY / "prometheus" / "conversions-alerts.yml"
+    rules = DEPLOY / "prometheus" / "sender-alerts.yml"
     with (prometheus({JOB: f"127.0.0.1:{port}"}, rule_files=[rules]) as server,
           running_sender(settings)):
         wait_for(lambda: bool(server.query(f'up{{job="{JOB}"}} == 1')), 20, "a first scrape")
@@ -76,7 +76,7 @@ def test_every_conversions_dashboard_query_returns_data(
         retried = {s["metric"]["reason"] for s in server.query(
             f'sum by (reason) (conversions_send_retries_total{{job="{JOB}"}}) > 0')}
         assert retried == {"throttled", "transient"}
-        assert server.api("label/job/values", **{"match[]": "conversions_build_info"}) == [JOB]
+        assert server.api("label/job/values", **{"match[]": "conversions_pending"}) == [JOB]
 
         wait_for(lambda: all(r.get("lastEvaluation", "").startswith("20")
                              for g in server.api("rules")["groups"] for r in g["rules"]),
