@@ -96,7 +96,7 @@ def test_every_mounted_file_exists_and_prometheus_scrapes_the_processor() -> Non
         if build:
             assert (DEPLOY / build["context"] / build["dockerfile"]).is_file()
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    (job,) = config["scrape_configs"]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "clearbit-enrichment"]
     port = _config_map()["PROCESSOR_METRICS_PORT"]
     assert job["static_configs"][0]["targets"] == [f"processor:{port}"]
     assert job["job_name"] == "clearbit-enrichment"  # the Service name, as on Kubernetes
