@@ -101,3 +101,9 @@ def test_the_unit_tests_catch_a_wrong_rule(alert: str, tmp_path: Path) -> None:
     code, output = run_unit_tests(tmp_path)
     assert code != 0
     assert alert in output
+
+
+def test_the_readme_lists_every_alert() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    section = readme[readme.index("### The conversions stage"):]
+    assert {name for name in alert_names() if f"| `{name}` |" not in section} == set()

@@ -138,3 +138,10 @@ def test_grafana_provisions_it_in_a_folder_of_its_own() -> None:
     grafana = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["grafana"]
     mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
     assert Path(mounts["./grafana/conversions.json"]).parent == path
+
+
+def test_the_readme_lists_every_metric_of_the_stage() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    section = readme[readme.index("### The conversions stage"):]
+    documented = {re.sub(r"_(sum|count|bucket)$", "", name) for name in exported_names()}
+    assert {name for name in documented if f"`{name}" not in section} == set()
