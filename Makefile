@@ -45,7 +45,7 @@ image-tools: ## buildah and debootstrap (Debian's packages): build and run the i
 image: $(STAMP) image-tools ## build deploy/Dockerfile with buildah on a local Debian base (root; base cached in ~/.cache)
 	$(PY) -m processor.devkit.image build
 
-run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker + Clearbit-compatible server + sample events + processor (FORMAT=avro: in Avro)
+run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker, Clearbit-compatible server, sample events, processor run, then processor conversions (FORMAT=avro: enrichment in Avro)
 	$(PY) -m processor.devkit.demo --format $(FORMAT)
 
 lint: $(STAMP) ## ruff, and the import contracts of pyproject.toml (lint-imports)

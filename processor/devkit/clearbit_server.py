@@ -19,6 +19,14 @@ picks the answer::
     nobody...@                         200, person and company null
     anything else                      200 found (free-mail domains: company null)
 
+Rules can also make an answer hostile, to test what a client does with it:
+``size`` pads a 200's record to that many bytes (a long ``person.padding``),
+``encoding`` compresses the body (``gzip``) or only claims to (``bad-gzip``:
+``Content-Encoding: gzip`` on bytes that are not), ``drip_ms`` sends the body one
+byte every that many ms, ``chunked`` streams it without a ``Content-Length``; a
+``body`` of any shape (text that is not JSON, a person that is a list) and any
+``headers`` (``Retry-After: 999999999``) are sent as given.
+
 A request goes through these checks, first match wins: outage ``drop``/``refuse``
 (the connection is closed unanswered), the forced-429 window, outage ``status``,
 unknown route (404 ``unknown_route``), authentication (401), the rate limit
@@ -42,7 +50,8 @@ Control API (JSON, no auth), mirrored by ``ClearbitServer``'s methods::
     GET    /_control/config      the current knobs (never the key)
     GET    /_control/rules       the rules by email
     POST   /_control/rules       {"email", "status", "delay_ms", "times", "body", "headers",
-                                 "content_type"}, or {"rules": [...]}
+                                 "content_type", "size", "encoding", "drip_ms",
+                                 "chunked"}, or {"rules": [...]}
     DELETE /_control/rules       all of them, or ?email=
     POST   /_control/latency     {"latency_ms": 50}
     POST   /_control/rate-limit  {"per_minute": 600, "retry_after": false}   (0: no limit)
@@ -70,6 +79,7 @@ import base64
 import binascii
 import concurrent.futures
 import dataclasses
+import gzip
 import logging
 import math
 import re
@@ -177,7 +187,10 @@ class Rule:
     ``status`` None keeps the default answer (useful with ``delay_ms``); ``times``
     None applies forever, else the rule is dropped after that many requests;
     ``body`` None sends Clearbit's body for the status (the record for 200), a str
-    is sent verbatim, anything else as JSON.
+    is sent verbatim, anything else as JSON. ``size`` pads a 200's record (the
+    default one, or a ``body`` object with a person) to that many bytes;
+    ``encoding`` is None, ``gzip`` or ``bad-gzip``; ``drip_ms`` > 0 sends the body
+    one byte at a time, that many ms apart; ``chunked`` sends no Content-Length.
     """
 
     status: int | None = None
@@ -186,12 +199,19 @@ class Rule:
     body: Any = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     content_type: str | None = None
+    size: int | None = None
+    encoding: str | None = None
+    drip_ms: float = 0.0
+    chunked: bool = False
 
     def __post_init__(self) -> None:
         if self.status is not None and not 200 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP status code, not {self.status}")
         if self.delay_ms < 0 or (self.times is not None and self.times < 1):
             raise ValueError("delay_ms must be >= 0 and times >= 1 (or null)")
+        if self.encoding not in ENCODINGS or self.drip_ms < 0 or (
+                self.size is not None and self.size < 0):
+            raise ValueError(f"encoding must be one of {ENCODINGS}, drip_ms and size >= 0")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> tuple[str, Rule]:
@@ -207,8 +227,14 @@ class Rule:
             raise ValueError("headers must be an object of strings")
         if content_type is not None and not isinstance(content_type, str):
             raise ValueError("content_type must be a string")
+        size, encoding = data.get("size"), data.get("encoding")
+        if not (size is None or _is_int(size)) or not (encoding is None
+                                                       or isinstance(encoding, str)):
+            raise ValueError("size must be an integer or null, encoding a string or null")
         return email, cls(status=status, delay_ms=_number(data, "delay_ms", 0.0), times=times,
-                          body=data.get("body"), headers=headers, content_type=content_type)
+                          body=data.get("body"), headers=headers, content_type=content_type,
+                          size=size, encoding=encoding, drip_ms=_number(data, "drip_ms", 0.0),
+                          chunked=_flag(data, "chunked", False))
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "headers": dict(self.headers)}
@@ -246,6 +272,13 @@ class Reply(NamedTuple):
     headers: Mapping[str, str] = {}
     delay: float = 0.0
     cause: str = "default"
+    drip: float = 0.0  # seconds between the body's bytes (0: all at once)
+    chunked: bool = False
+    rule: Rule | None = None  # the rule that made it, if one did
+
+
+ENCODINGS = (None, "gzip", "bad-gzip")
+STREAM_CHUNK = 64 * 1024
 
 
 FLAVORS = ("clearbit", "hunter")
@@ -425,6 +458,7 @@ class Behaviour:
         reply = self._decide(method, path, email, verdict, now)
         if self.settings.flavor == "hunter" and reply.status:
             reply = hunter_reply(reply)
+        reply = _delivered(reply)
         rate_headers = self._rate_headers(now, wall)
         if rate_headers:
             reply = reply._replace(headers={**reply.headers, **rate_headers})
@@ -484,8 +518,10 @@ class Behaviour:
             reply = Reply(202)
         else:
             reply = error_reply(rule.status, "rule")
+        if rule.size is not None and reply.status in (200, 201) and reply.body:
+            reply = reply._replace(body=padded(reply.body, rule.size))
         return reply._replace(headers={**reply.headers, **rule.headers}, cause="rule",
-                              delay=reply.delay + rule.delay_ms / 1000)
+                              delay=reply.delay + rule.delay_ms / 1000, rule=rule)
 
     def _default(self, email: str) -> Reply:  # noqa: PLR0911 - one rung per prefix
         local = email.partition("@")[0]
@@ -558,6 +594,36 @@ class Behaviour:
 
 def _normalize(email: str) -> str:
     return email.strip().lower()
+
+
+def padded(body: bytes, size: int) -> bytes:
+    """A 200 body made ``size`` bytes long by a ``person.padding`` string (unchanged when
+    it is already as long, or has no person object to pad)."""
+    parsed = orjson.loads(body)
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("person"), dict):
+        return body
+    parsed["person"]["padding"] = ""
+    room = size - len(orjson.dumps(parsed))
+    if room <= 0:
+        return body
+    parsed["person"]["padding"] = "x" * room
+    return orjson.dumps(parsed)
+
+
+def _delivered(reply: Reply) -> Reply:
+    """The rule's ways of delivering an answer badly, applied last (after Hunter's
+    envelope): the encoding, the drip, the chunks."""
+    rule = reply.rule
+    if rule is None:
+        return reply
+    body, headers = reply.body, dict(reply.headers)
+    if rule.encoding == "gzip":
+        body = gzip.compress(body, compresslevel=6)
+        headers["Content-Encoding"] = "gzip"
+    elif rule.encoding == "bad-gzip":
+        headers["Content-Encoding"] = "gzip"  # and the bytes are left as they are
+    return reply._replace(body=body, headers=headers, drip=rule.drip_ms / 1000,
+                          chunked=rule.chunked)
 
 
 class ControlError(ValueError):
@@ -676,6 +742,8 @@ class ClearbitService:
             if delay > 0:
                 await asyncio.sleep(delay)
             headers = {"Content-Type": JSON_TYPE, **reply.headers}
+            if reply.drip or reply.chunked:
+                return await _stream(request, reply, headers)
             return web.Response(body=reply.body, status=reply.status, headers=headers)
         finally:
             behaviour.in_flight -= 1
@@ -767,6 +835,28 @@ class ClearbitService:
         return _json(self.behaviour.config())
 
 
+async def _stream(request: web.Request, reply: Reply,
+                  headers: Mapping[str, str]) -> web.StreamResponse:
+    """The body a byte at a time (``drip``) or in chunks without a Content-Length."""
+    response = web.StreamResponse(status=reply.status, headers=headers)
+    if reply.chunked:
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = len(reply.body)
+    await response.prepare(request)
+    body = memoryview(reply.body)
+    step = 1 if reply.drip else STREAM_CHUNK
+    try:
+        for start in range(0, len(body), step):
+            await response.write(bytes(body[start:start + step]))
+            if reply.drip:
+                await asyncio.sleep(reply.drip)
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the client gave up reading: what the drip or the size is there to test
+    return response
+
+
 def _json(value: Any) -> web.Response:
     return web.Response(body=orjson.dumps(value), content_type="application/json")
 
@@ -835,8 +925,11 @@ class ClearbitServer:
     def set_rule(self, email: str, status: int | None = None, *, delay_ms: float = 0.0,
                  times: int | None = None, body: Any = None,
                  headers: Mapping[str, str] | None = None,
-                 content_type: str | None = None) -> None:
-        rule = Rule(status, delay_ms, times, body, dict(headers or {}), content_type)
+                 content_type: str | None = None, size: int | None = None,
+                 encoding: str | None = None, drip_ms: float = 0.0,
+                 chunked: bool = False) -> None:
+        rule = Rule(status, delay_ms, times, body, dict(headers or {}), content_type, size,
+                    encoding, drip_ms, chunked)
         self._call(lambda b: b.set_rule(email, rule))
 
     def clear_rules(self, email: str | None = None) -> None:

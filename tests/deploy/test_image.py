@@ -76,7 +76,7 @@ def test_the_entrypoint_is_processor_run() -> None:
     assert runtime["ENTRYPOINT"] == '["processor"]'
     assert runtime["CMD"] == '["run"]'
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["processor"] == "processor.entrypoints.cli:main"
+    assert scripts["processor"] == "processor.entrypoints.console:main"
 
 
 def test_the_build_context_holds_what_the_build_copies() -> None:

@@ -10,6 +10,12 @@ The stage consumes its inputs and its two repartition topics in one group:
   evaluates the audiences; an entry is scheduled ``settle_delay`` ahead in the
   store itself (a due-index key), so a restore brings the schedule back too.
 
+Every output is held against its topic's limit first (``processor.runtime.size_limits``):
+a record with an output too large for its topic is dead-lettered as
+``output_too_large`` instead, and a dead letter too large leaves out what it must.
+(An internal record's state change then stays in the local store without its
+changelog record, until the partition is next restored.)
+
 Each record's outputs (repartition messages, changelog writes, a dead letter) are
 its slot's: at-least-once, the slot is done when the broker has confirmed every
 one, so no offset is committed before the state change it caused is in its
@@ -38,6 +44,7 @@ from processor.core.offsets import OffsetLedger, Slot, TopicPartition
 from processor.core.records import SourceRecord
 from processor.runtime.dead_letters import DeadLetterHeaders
 from processor.runtime.ports import Output, Sink
+from processor.runtime.size_limits import TopicLimits
 from processor.stages.conversions import messages, people, visitors
 from processor.stages.conversions.messages import Clicks, Identify, Merge, Touch
 from processor.stages.conversions.ports import ConversionSensor, Decoder, Store, Stores
@@ -98,8 +105,11 @@ class ConversionPipeline:
 
     def __init__(self, *, topics: ConversionTopics, options: ConversionOptions,
                  audiences: Audiences, decoder: Decoder, sink: Sink, visitor_stores: Stores,
-                 person_stores: Stores, sensor: ConversionSensor, clock: Clock) -> None:
+                 person_stores: Stores, sensor: ConversionSensor, clock: Clock,
+                 limits: TopicLimits | None = None) -> None:
         self._topics = topics
+        self._limits = limits or TopicLimits()
+        self._trimmed: Counter[str] = Counter()
         self._options = options
         self._audiences = audiences
         self._kept_traits = audiences.traits
@@ -161,13 +171,27 @@ class ConversionPipeline:
             else:
                 try:
                     outputs = self._outputs_of(record, topic, tp[1], now_ms)
+                    self._refuse_too_large(record, outputs)
                 except RecordError as error:
-                    error.with_record(record)
-                    self._counts[("dead_lettered", error.reason)] += 1
-                    outputs = [Output(self._topics.dead_letter, record.key(), record.value(),
-                                      CONVERSIONS.build(record, error, now_ms))]
+                    outputs = [self._dead_letter(record, error.with_record(record), now_ms)]
             self._emit(slot, outputs)
         self._sensor.consumed(len(records))
+
+    def _refuse_too_large(self, record: SourceRecord, outputs: list[Output]) -> None:
+        """Raise ``OutputTooLargeError`` when one of ``outputs`` is too large for its topic."""
+        for output in outputs:
+            refusal = self._limits.refusal(output.topic, output.key, output.value,
+                                           output.headers, record)
+            if refusal is not None:
+                raise refusal
+
+    def _dead_letter(self, record: SourceRecord, error: RecordError, now_ms: int) -> Output:
+        topic = self._topics.dead_letter
+        letter = CONVERSIONS.letter(record, error, now_ms, self._limits.limit(topic))
+        self._counts[("dead_lettered", error.reason)] += 1
+        if letter.omitted:
+            self._trimmed[error.reason] += 1
+        return Output(topic, letter.key, letter.value, letter.headers)
 
     def _outputs_of(self, record: SourceRecord, topic: str, partition: int,
                     now_ms: int) -> list[Output]:
@@ -400,6 +424,9 @@ class ConversionPipeline:
         if self._counts:
             sensor.outcomes(dict(self._counts))
             self._counts.clear()
+        if self._trimmed:
+            sensor.dead_letters_trimmed(dict(self._trimmed))
+            self._trimmed.clear()
         for counter, hook in ((self._by_topic, sensor.records),
                               (self._clicks, sensor.clicks_captured),
                               (self._entries, sensor.entries),
