@@ -40,6 +40,7 @@ def exported_names() -> set[str]:
     sensor.buffered(1, False)
     sensor.end_to_end([0.1])
     sensor.produce_error()
+    sensor.dead_letters_trimmed({"not_json": 1})
     sensor.committed(True, 1.0)
     sensor.lag({("in", 0): 1})
     sensor.state(alive=True, ready=True)
@@ -57,7 +58,7 @@ def exported_names() -> set[str]:
 
 def shared_names() -> set[str]:
     """What every stage's runtime exports: the sender has these under the same prefix."""
-    return _names(RuntimeMetrics("conversions", []).registry)
+    return _names(RuntimeMetrics("conversions", [("dead_lettered", "not_json")]).registry)
 
 
 def test_the_dashboard_is_well_formed() -> None:
