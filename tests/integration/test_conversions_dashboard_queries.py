@@ -113,7 +113,7 @@ def test_every_conversions_dashboard_query_returns_data(
             wait_for(lambda: sample(sensor, "conversions_clicks_captured_total",
                                     type="gclid") >= 12, 30, "the clicks")
             produce(kafka_bootstrap, names.identifies, identifies + backfill(now))
-            wait_for(lambda: sample(sensor, "conversions_conversions_written_total",
+            wait_for(lambda: sample(sensor, "conversions_written_total",
                                     audience="mql_7d") >= 6, 60, "six conversions")
             wait_for(lambda: sample(sensor, "conversions_skipped_total", audience="mql_7d",
                                     reason="stale_entry") >= BACKFILL, 30, "the backfill")
@@ -127,7 +127,7 @@ def test_every_conversions_dashboard_query_returns_data(
             events, identifies = traffic(2, 8, now)
             produce(kafka_bootstrap, names.events, events)
             produce(kafka_bootstrap, names.identifies, identifies)
-            wait_for(lambda: sample(sensor, "conversions_conversions_written_total",
+            wait_for(lambda: sample(sensor, "conversions_written_total",
                                     audience="mql_7d") >= 4, 60, "four more conversions")
             wait_for(lambda: all(sample(sensor, "conversions_restored_records_total",
                                         store=store) > 0 for store in ("visitors", "people")),
