@@ -61,17 +61,7 @@ def verify_topics(config: Mapping[str, Any], topics: Mapping[str, str], timeout:
     ``topics`` maps each setting's variable name to its topic. The processor never
     creates topics: partition counts, retention and compaction are the owner's call.
     """
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only at start
-
-    admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
-    admin = AdminClient(admin_config)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as error:
-        raise FatalError(
-            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
-            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error}); check the "
-            "address and the PROCESSOR_KAFKA_* security settings") from None
+    metadata = _cluster(config, timeout)[1]
     missing = [f"{variable}: topic '{topic}' does not exist"
                for variable, topic in topics.items()
                if topic not in metadata.topics or metadata.topics[topic].error is not None]
@@ -79,6 +69,24 @@ def verify_topics(config: Mapping[str, Any], topics: Mapping[str, str], timeout:
         raise ConfigError("\n".join(f"{line} on the cluster at {config.get('bootstrap.servers')}; "
                                     "create it first (the processor does not create topics)"
                                     for line in missing))
+
+
+def _cluster(config: Mapping[str, Any], timeout: float) -> tuple[Any, Any]:
+    """A short-lived admin client and the cluster's metadata, or ``FatalError`` saying
+    what to check when the cluster does not answer."""
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only at start
+
+    # Notices only: closing the client right after the answer makes librdkafka log the
+    # unserved background events it drops, which is not news.
+    admin_config: dict[str, Any] = {"error_cb": _on_error, "log_level": 4, **config}
+    admin = AdminClient(admin_config)
+    try:
+        return admin, admin.list_topics(timeout=timeout)
+    except KafkaException as error:
+        raise FatalError(
+            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
+            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error}); check the "
+            "address and the PROCESSOR_KAFKA_* security settings") from None
 
 
 class TopicInfo(NamedTuple):
@@ -91,20 +99,10 @@ def describe_topics(config: Mapping[str, Any], topics: Sequence[str], timeout: f
     """Partition count and cleanup policy of each topic (None: it does not exist)."""
     # ConfigResource is public but missing from the package's exports for mypy.
     from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415
-        AdminClient,
         ConfigResource,
     )
 
-    # Notices only from this short-lived client: closing it right after the answer makes
-    # librdkafka log the unserved background events it drops, which is not news.
-    admin_config: dict[str, Any] = {"error_cb": _on_error, "log_level": 4, **config}
-    admin = AdminClient(admin_config)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as error:
-        raise FatalError(
-            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
-            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error})") from None
+    admin, metadata = _cluster(config, timeout)
     found: dict[str, TopicInfo | None] = {}
     existing = [t for t in topics
                 if t in metadata.topics and metadata.topics[t].error is None]

@@ -207,7 +207,7 @@ def show_conversion(record: dict[str, Any], story: ConversionStory) -> None:
             f"record's {len(raw)} bytes")
 
 
-KEY_METRICS = ("conversions_entries_total", "conversions_conversions_written_total",
+KEY_METRICS = ("conversions_entries_total", "conversions_written_total",
                "conversions_clicks_captured_total", "conversions_identity_links_total")
 
 
@@ -276,7 +276,7 @@ def run_loop(bootstrap: str, topics: LoopTopics, workdir: Path, *,
             send(bootstrap, topics.output)
             # Counted when the broker confirms the write, which may come a moment after
             # the record is readable.
-            wait_for_metric(port, "conversions_conversions_written_total", 1, 10, alive)
+            wait_for_metric(port, "conversions_written_total", 1, 10, alive)
         show_metrics(port)
     finally:
         if stage.poll() is None:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from processor import __version__
-from processor.core.errors import ConfigError, FatalError, ProcessorError, UnexpectedError
+from processor.core.errors import ConfigError, FatalError, UnexpectedError
 from processor.entrypoints.settings import Settings, StageSettings, env_name, load, load_as
 from processor.runtime.signals import StopRequest
 
@@ -141,35 +141,17 @@ def _run(args: argparse.Namespace) -> int:
     settings.check_api_key()
     from processor.adapters import logs  # noqa: PLC0415
     from processor.entrypoints.bootstrap import assemble, preflight  # noqa: PLC0415 - Kafka only when needed
+    from processor.entrypoints.running import checked, run_stage  # noqa: PLC0415
 
     logs.configure(settings.log_level, settings.log_format)
-    if not stop.event.is_set():
-        try:
-            preflight(settings)
-        except ProcessorError as error:
-            if not stop.event.is_set():
-                raise
-            # Asked to stop while waiting for the cluster: that is what happens.
-            log.warning("stopping before starting; the start would have failed: %s", error)
-    if stop.event.is_set():
-        log.info("stopped before starting")
+    if not checked(lambda: preflight(settings), stop):
         return 0
     assembly = assemble(settings, stop=stop)
-    if assembly.metrics:
-        assembly.metrics.start()
-    assembly.lag.start()
     log.info("starting: %s -> %s (dead letters: %s), group %s, provider %s, %s, "
              "%d lookups in flight at most", settings.input_topic, settings.output_topic,
              settings.dlq_topic, settings.group_id, settings.provider.value,
              settings.delivery.value, settings.max_in_flight)
-    try:
-        assembly.stage.run()
-    finally:
-        assembly.lag.stop()
-        if assembly.metrics:
-            assembly.metrics.stop()
-    log.info("stopped cleanly")
-    return 0
+    return run_stage(assembly.stage, [assembly.metrics, assembly.lag])
 
 
 def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:

@@ -24,10 +24,11 @@ from processor.adapters.state_directory import StateDirectory
 from processor.core.clock import Clock, SystemClock
 from processor.core.conversions.audiences import Audiences, load_audiences
 from processor.core.conversions.matching import SOURCE_TRAITS, known_region
-from processor.core.errors import ConfigError, ProcessorError
+from processor.core.errors import ConfigError
 from processor.entrypoints import conversion_topics
 from processor.entrypoints.bootstrap import kafka_config
 from processor.entrypoints.conversion_settings import ConversionSettings
+from processor.entrypoints.running import checked, run_stage
 from processor.entrypoints.settings import Delivery
 from processor.runtime.loop import Stage, StageOptions
 from processor.runtime.signals import StopRequest
@@ -178,30 +179,11 @@ def run(settings: ConversionSettings, stop: StopRequest) -> int:
 
     logs.configure(settings.log_level, settings.log_format)
     audiences = audiences_of(settings)
-    if not stop.event.is_set():
-        try:
-            preflight(settings)
-        except ProcessorError as error:
-            if not stop.event.is_set():
-                raise
-            # Asked to stop while waiting for the cluster: that is what happens.
-            log.warning("stopping before starting; the start would have failed: %s", error)
-    if stop.event.is_set():
-        log.info("stopped before starting")
+    if not checked(lambda: preflight(settings), stop):
         return 0
     assembly = assemble(settings, audiences, stop=stop)
-    if assembly.metrics:
-        assembly.metrics.start()
-    assembly.lag.start()
     log.info("starting conversions: %s + %s -> %s (dead letters: %s), group %s, %s, "
              "%d audience(s)", ",".join(settings.event_topics),
              ",".join(settings.identify_topics), settings.output_topic, settings.dlq_topic,
              settings.group_id, settings.delivery.value, len(audiences))
-    try:
-        assembly.stage.run()
-    finally:
-        assembly.lag.stop()
-        if assembly.metrics:
-            assembly.metrics.stop()
-    log.info("stopped cleanly")
-    return 0
+    return run_stage(assembly.stage, [assembly.metrics, assembly.lag])

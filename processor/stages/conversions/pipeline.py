@@ -40,9 +40,10 @@ from processor.core.conversions.audiences import Audiences
 from processor.core.conversions.entries import Entry, Outcome
 from processor.core.conversions.record import build_record
 from processor.core.errors import FatalError, RecordError, UnreadableInternalError
-from processor.core.offsets import OffsetLedger, Slot, TopicPartition
+from processor.core.offsets import Slot, TopicPartition
 from processor.core.records import SourceRecord
 from processor.runtime.dead_letters import DeadLetterHeaders
+from processor.runtime.ledgered import Ledgered
 from processor.runtime.ports import Output, Sink
 from processor.runtime.size_limits import TopicLimits
 from processor.stages.conversions import messages, people, visitors
@@ -100,13 +101,14 @@ class _Unconfirmed:
 _Payload = list[Output] | _Unconfirmed
 
 
-class ConversionPipeline:
+class ConversionPipeline(Ledgered[_Payload]):
     """Implements ``processor.runtime.ports.Pipeline`` for the conversions stage."""
 
     def __init__(self, *, topics: ConversionTopics, options: ConversionOptions,
                  audiences: Audiences, decoder: Decoder, sink: Sink, visitor_stores: Stores,
                  person_stores: Stores, sensor: ConversionSensor, clock: Clock,
                  limits: TopicLimits | None = None) -> None:
+        super().__init__()
         self._topics = topics
         self._limits = limits or TopicLimits()
         self._trimmed: Counter[str] = Counter()
@@ -119,7 +121,6 @@ class ConversionPipeline:
         self._people = person_stores
         self._sensor = sensor
         self._clock = clock
-        self._ledger = OffsetLedger[_Payload]()
         # Transactional: due conversions (and their state changes) for the next commit, by
         # the person partition they belong to.
         self._free: dict[int, list[Output]] = {}
@@ -372,33 +373,17 @@ class ConversionPipeline:
             self._sink.produce(output.topic, output.key, output.value, output.headers,
                                delivery, partition=output.partition)
 
-    def advance(self) -> dict[TopicPartition, int]:
-        return self._ledger.advance()
 
     def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:
-        outputs: list[Output] = []
-        positions: dict[TopicPartition, int] = {}
-        for tp, ledger in self._ledger.items():
-            taken = ledger.take_leading(_is_done)
-            for slot in taken:
-                if isinstance(slot.payload, list):
-                    outputs += slot.payload
-            if taken:
-                positions[tp] = taken[-1].offset + 1
+        taken, positions = self._ledger.take_done()
+        outputs = [o for slot in taken if isinstance(slot.payload, list) for o in slot.payload]
         for free in self._free.values():
             outputs += free
         self._free = {}
         return outputs, positions
 
-    def positions(self) -> dict[TopicPartition, int]:
-        return self._ledger.positions()
 
-    def outstanding(self) -> int:
-        return self._ledger.outstanding()
 
-    def unfinished(self, tps: list[TopicPartition] | None = None) -> int:
-        return sum(sum(1 for slot in ledger if not slot.done)
-                   for tp, ledger in self._ledger.items() if tps is None or tp in tps)
 
     def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Revoked, lost, or rewound after an aborted transaction: forget their records,
@@ -443,7 +428,3 @@ class ConversionPipeline:
         if self._links:
             sensor.identity_links(self._links)
             self._links = 0
-
-
-def _is_done(slot: Slot[_Payload]) -> bool:
-    return slot.done

@@ -44,10 +44,11 @@ from processor.core.enrichment.events import (
 )
 from processor.core.enrichment.outcomes import Outcome, SkipReason
 from processor.core.errors import FatalError, ProviderRejectedError, RecordError
-from processor.core.offsets import OffsetLedger, PartitionLedger, Slot, TopicPartition
+from processor.core.offsets import PartitionLedger, Slot, TopicPartition
 from processor.core.records import SourceRecord, coordinates
 from processor.core.sequencer import KeySequencer, Ticket
 from processor.runtime.dead_letters import ENRICHMENT
+from processor.runtime.ledgered import Ledgered
 from processor.runtime.ports import Output, Sink
 from processor.runtime.size_limits import TopicLimits
 from processor.stages.enrichment.lookup_cache import LookupCache
@@ -91,7 +92,7 @@ def iso_timestamp(seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Pipeline:
+class Pipeline(Ledgered[_Payload]):
     def __init__(
         self,
         *,
@@ -105,6 +106,7 @@ class Pipeline:
         transactional: bool = False,
         limits: TopicLimits | None = None,
     ) -> None:
+        super().__init__()
         self._topics = topics
         self._codec = codec
         self._sink = sink
@@ -114,7 +116,6 @@ class Pipeline:
         self._memory = memory
         self._transactional = transactional
         self._limits = limits or TopicLimits()
-        self._ledger = OffsetLedger[_Payload]()
         self._sequencer: KeySequencer[Slot[_Payload]] = KeySequencer()
         self._waiting: dict[str, list[Slot[_Payload]]] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -297,35 +298,14 @@ class Pipeline:
 
     # --- commits ----------------------------------------------------------------
 
-    def advance(self) -> dict[TopicPartition, int]:
-        """At-least-once: positions that moved over confirmed records since the last call."""
-        return self._ledger.advance()
 
     def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:
         """Transactional: the leading decided records' outputs, and the positions they reach."""
-        outputs: list[Output] = []
-        positions: dict[TopicPartition, int] = {}
-        for tp, ledger in self._ledger.items():
-            taken = ledger.take_leading(_is_done)
-            if taken:
-                outputs += [s.payload for s in taken if isinstance(s.payload, Output)]
-                positions[tp] = taken[-1].offset + 1
-        return outputs, positions
+        taken, positions = self._ledger.take_done()
+        return [s.payload for s in taken if isinstance(s.payload, Output)], positions
 
-    def positions(self) -> dict[TopicPartition, int]:
-        return self._ledger.positions()
 
-    def outstanding(self) -> int:
-        """Records consumed and not yet accounted for."""
-        return self._ledger.outstanding()
 
-    def unfinished(self, tps: list[TopicPartition] | None = None) -> int:
-        """Records (of ``tps``, or of all partitions) whose slot is not done yet."""
-        return sum(
-            sum(1 for slot in ledger if not slot.done)
-            for tp, ledger in self._ledger.items()
-            if tps is None or tp in tps
-        )
 
     def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Forget partitions (revoked, lost, or rewound after an aborted transaction)."""
@@ -365,8 +345,3 @@ class _Delivery:
             self.slot.done = True
         else:
             self.refused.append(f"{message.topic() if message else '?'}: {error}")
-
-
-def _is_done(slot: Slot[_Payload]) -> bool:
-    return slot.done
-
