@@ -30,6 +30,7 @@ from processor.core.conversions.audiences import Audiences, load_audiences
 from processor.core.conversions.sending import Destination
 from processor.core.errors import ConfigError, FatalError
 from processor.entrypoints.bootstrap import kafka_config
+from processor.entrypoints.running import checked, run_stage
 from processor.entrypoints.sender_settings import SenderSettings, check_credentials
 from processor.entrypoints.settings import Delivery, env_name, load_as
 from processor.runtime.loop import Stage, StageOptions
@@ -172,36 +173,37 @@ def assemble(settings: SenderSettings, audiences: Audiences, clock: Clock | None
     return SenderAssembly(stage, sensor, metrics, lag, pipeline)
 
 
+class _Lingering:
+    """The stage, kept a while after a fatal error with its metrics still served: the
+    next scrape sees conversions_destination_stopped before the exit (a second signal
+    ends the wait)."""
+
+    def __init__(self, stage: Stage, linger: float, stop: StopRequest) -> None:
+        self._stage, self._linger, self._stop = stage, linger, stop
+
+    def run(self) -> None:
+        try:
+            self._stage.run()
+        except FatalError:
+            self._stop.event.wait(self._linger)
+            raise
+
+
 def run(settings: SenderSettings, stop: StopRequest) -> int:
     from processor.adapters import logs  # noqa: PLC0415
 
     logs.configure(settings.log_level, settings.log_format)
-    audiences = preflight(settings)
-    if stop.event.is_set():
-        log.info("stopped before starting")
+    found: list[Audiences] = []
+    if not checked(lambda: found.append(preflight(settings)), stop):
         return 0
-    assembly = assemble(settings, audiences, stop=stop)
-    if assembly.metrics:
-        assembly.metrics.start()
-    assembly.lag.start()
+    assembly = assemble(settings, found[0], stop=stop)
     log.info("sending: %s and %s -> %s (dead letters: %s), group %s, %s, %d requests in "
              "flight at most per destination%s", settings.outbox_topic, settings.delay_topic,
              settings.sent_topic, settings.dlq_topic, settings.group_id,
              settings.delivery.value, settings.max_in_flight,
              ", dry run" if settings.dry_run else "")
-    try:
-        assembly.stage.run()
-    except FatalError:
-        # Seen by the next scrape (conversions_destination_stopped) before the exit; a
-        # second signal ends the wait.
-        stop.event.wait(settings.fatal_linger)
-        raise
-    finally:
-        assembly.lag.stop()
-        if assembly.metrics:
-            assembly.metrics.stop()
-    log.info("stopped cleanly")
-    return 0
+    return run_stage(_Lingering(assembly.stage, settings.fatal_linger, stop),
+                     [assembly.metrics, assembly.lag])
 
 
 # --- the command ---------------------------------------------------------------------------

@@ -294,3 +294,16 @@ def test_results_are_counted_per_destination_audience_and_status() -> None:
     (keys,) = f.sensor.calls["match_keys"]
     assert keys[0][("meta", "em")] == 1
     assert keys[0][("google", "gclid")] == 1
+
+
+def test_a_delay_topic_record_is_sent_to_google_only() -> None:
+    f = Fixture()
+    now_ms = int(f.clock.time() * 1000)
+    both, meta_only = conversion(1), conversion(2, "meta_7d")
+    f.feed(both, topic="delayed", headers=delayed(both, now_ms))
+    f.feed(meta_only, topic="delayed", headers=delayed(meta_only, now_ms))
+    f.turn()
+    assert [b.account.destination for b in f.pool.submitted] == ["google"]
+    f.turn(0)
+    f.sink.deliver()
+    assert f.pipeline.advance() == {("delayed", 0): 2}

@@ -21,7 +21,7 @@ yet sent. Behind a waiting record, none waits longer than the minimum click age.
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,14 +42,16 @@ from processor.core.conversions.sending import (
     payload_of,
 )
 from processor.core.errors import DestinationRefusedError, FatalError, UnreadableConversionError
-from processor.core.offsets import OffsetLedger, Slot, TopicPartition
+from processor.core.offsets import Slot, TopicPartition
 from processor.core.records import SourceRecord
+from processor.runtime.ledgered import Ledgered
 from processor.runtime.ports import Output, Sink
 from processor.runtime.size_limits import TopicLimits
-from processor.stages.sender.batches import Batch, Batcher, Item
+from processor.stages.sender.batches import Batcher, Item
 from processor.stages.sender.outputs import DELAYS, NOT_BEFORE, ResultWriter, header_number
 from processor.stages.sender.pool import DeliveryPool, Result
 from processor.stages.sender.ports import PartitionGate, SenderSensor
+from processor.stages.sender.waiting import WaitingLine
 
 log = logging.getLogger(__name__)
 
@@ -101,27 +103,26 @@ class _Delivery:
             self.slot.done = True
 
 
-class SenderPipeline:
+class SenderPipeline(Ledgered[_Delivery]):
     """Implements ``processor.runtime.ports.Pipeline`` for the sender."""
 
     def __init__(self, *, topics: SenderTopics, options: SenderOptions, pool: DeliveryPool,
                  batcher: Batcher, sink: Sink, gate: PartitionGate, sensor: SenderSensor,
                  clock: Clock, limits: TopicLimits | None = None) -> None:
+        super().__init__()
         self._topics = topics
         self._options = options
         self._pool = pool
         self._batcher = batcher
         self._sink = sink
-        self._gate = gate
         self._sensor = sensor
         self._clock = clock
         self._writer = ResultWriter(sent=topics.sent, delayed=topics.delayed,
                                     dead_letter=topics.dead_letter, test=options.dry_run,
                                     limits=limits)
-        self._ledger = OffsetLedger[_Delivery]()
-        self._parked: dict[TopicPartition, deque[_Delivery]] = {}
+        self._waiting = WaitingLine[_Delivery](
+            gate, lambda d: header_number(d.record, NOT_BEFORE))
         self._in_pool: Counter[Destination] = Counter()
-        self._delayed_waiting: Counter[Destination] = Counter()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._sent: Counter[tuple[str, str, str]] = Counter()
         self._reasons: Counter[tuple[str, str, str]] = Counter()
@@ -159,33 +160,13 @@ class SenderPipeline:
             slot = self._ledger.partition(tp).track(record.offset() or 0)
             delivery = _Delivery(slot, record, self.refused)
             slot.payload = delivery
-            waiting = self._parked.get(tp)
-            if waiting or (tp[0] == self._topics.delayed
-                           and header_number(record, NOT_BEFORE) > now_ms):
-                self._park(tp, delivery)
+            if self._waiting.waits(tp) or (tp[0] == self._topics.delayed
+                                           and header_number(record, NOT_BEFORE) > now_ms):
+                delivery.parked = True
+                self._waiting.add(tp, delivery)
             else:
                 self._begin(delivery, now_ms)
         self._sensor.consumed(len(records))
-
-    def _park(self, tp: TopicPartition, delivery: _Delivery) -> None:
-        delivery.parked = True
-        waiting = self._parked.get(tp)
-        if waiting is None:
-            waiting = self._parked[tp] = deque()
-            self._gate.hold([tp])
-        waiting.append(delivery)
-        self._delayed_waiting[Destination.GOOGLE] += 1
-
-    def _unpark(self, now_ms: int) -> None:
-        for tp, waiting in list(self._parked.items()):
-            while waiting and header_number(waiting[0].record, NOT_BEFORE) <= now_ms:
-                delivery = waiting.popleft()
-                delivery.parked = False
-                self._delayed_waiting[Destination.GOOGLE] -= 1
-                self._begin(delivery, now_ms)
-            if not waiting:
-                del self._parked[tp]
-                self._gate.release([tp])
 
     def _begin(self, delivery: _Delivery, now_ms: int) -> None:
         record = delivery.record
@@ -201,7 +182,9 @@ class SenderPipeline:
             self._emit(delivery, [self._writer.dead_letter(record, problem, now_ms)])
             return
         delayed = record.topic() == self._topics.delayed
-        destinations = (Destination.GOOGLE,) if delayed else destinations_of(conversion)
+        destinations = destinations_of(conversion)
+        if delayed:  # only Google's part waits there; Meta's was sent from the outbox
+            destinations = tuple(d for d in destinations if d is Destination.GOOGLE)
         missing = [d for d in destinations if d not in self._options.destinations]
         if missing:
             self._refuse_missing(conversion, missing[0])
@@ -220,7 +203,7 @@ class SenderPipeline:
             self._in_pool[destination] += 1
             full = self._batcher.add(item)
             if full is not None:
-                self._submit(full)
+                self._pool.submit(full)
         self._counts[("processed", "")] += 1
         self._emit(delivery, outputs)
 
@@ -250,9 +233,6 @@ class SenderPipeline:
                 "is not set: set it, or take the destination out of the audience")
             self._sensor.stopped(destination.value)
 
-    def _submit(self, batch: Batch) -> None:
-        self._pool.submit(batch)
-
     # --- results ----------------------------------------------------------------------
 
     def pump(self) -> None:
@@ -261,12 +241,13 @@ class SenderPipeline:
             self.fatal = error
             self._sensor.stopped(destination.value)
         for batch in self._batcher.due():
-            self._submit(batch)
+            self._pool.submit(batch)
         now_ms = int(self._clock.time() * 1000)
         for result in self._pool.take_completed():
             self._resolve(result, now_ms)
-        if self._parked:
-            self._unpark(now_ms)
+        for delivery in self._waiting.due(now_ms) if self._waiting else ():
+            delivery.parked = False
+            self._begin(delivery, now_ms)
 
     def _resolve(self, result: Result, now_ms: int) -> None:
         item = result.item
@@ -321,9 +302,6 @@ class SenderPipeline:
 
     # --- the ledger -------------------------------------------------------------------
 
-    def advance(self) -> dict[TopicPartition, int]:
-        return self._ledger.advance()
-
     def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:
         outputs: list[Output] = []
         positions: dict[TopicPartition, int] = {}
@@ -335,12 +313,6 @@ class SenderPipeline:
             if taken:
                 positions[tp] = taken[-1].offset + 1
         return outputs, positions
-
-    def positions(self) -> dict[TopicPartition, int]:
-        return self._ledger.positions()
-
-    def outstanding(self) -> int:
-        return self._ledger.outstanding()
 
     def unfinished(self, tps: list[TopicPartition] | None = None) -> int:
         """Records with work under way; a waiting (parked) one has none, and is read again
@@ -357,10 +329,7 @@ class SenderPipeline:
             for slot in dropped or ():
                 if slot.payload is not None:
                     slot.payload.dropped = True
-            waiting = self._parked.pop(tp, None)
-            if waiting is not None:
-                self._delayed_waiting[Destination.GOOGLE] -= len(waiting)
-        self._gate.release(tps)
+        self._waiting.drop(tps)
 
     # --- reporting ----------------------------------------------------------------------
 
@@ -380,7 +349,8 @@ class SenderPipeline:
             sensor.delayed(dict(self._delayed))
             self._delayed.clear()
         # _in_pool counts from batching to answer; parked ones wait on the delay topic.
-        sensor.pending({d.value: self._in_pool[d] + self._delayed_waiting[d]
+        waiting = {Destination.GOOGLE: len(self._waiting)}  # only Google's part waits
+        sensor.pending({d.value: self._in_pool[d] + waiting.get(d, 0)
                         for d in self._options.destinations})
 
 
