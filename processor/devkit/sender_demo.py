@@ -146,10 +146,21 @@ def _show(results: list[dict[str, Any]], meta: MetaServer, google: GoogleServer,
             say(f"  {line}")
 
 
+def _create_missing(bootstrap: str, topics: dict[str, int]) -> None:
+    """The sender's topics the cluster lacks (the dead-letter topic is the stage's, with
+    the partitions the stage gave it)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{uuid.uuid4()}"})
+    try:
+        existing = set(consumer.list_topics(timeout=30).topics)
+    finally:
+        consumer.close()
+    create_topics(bootstrap, {t: n for t, n in topics.items() if t not in existing})
+
+
 def send_conversions(bootstrap: str, topic: str, audiences: Path = DEMO_AUDIENCES,
                      timeout: float = 60.0) -> None:
     """``conversions_demo.Sender``: send what is on ``topic`` and show what arrived."""
-    create_topics(bootstrap, {DELAY_TOPIC: 3, SENT_TOPIC: 3, DLQ_TOPIC: 1})
+    _create_missing(bootstrap, {DELAY_TOPIC: 3, SENT_TOPIC: 3, DLQ_TOPIC: 1})
     wanted = {(destination, c["conversion_id"]) for c in _conversions(bootstrap, topic)
               for destination in c["destinations"]}
     port = free_port()
