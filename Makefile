@@ -71,7 +71,7 @@ test-image: $(STAMP) kafka image-tools ## build the image for real and run it on
 	$(PY) -m pytest -m image tests/deploy
 
 soak: $(STAMP) kafka ## the chaos scenarios five times bigger (not part of `make test`)
-	CHAOS_SCALE=5 $(PY) -m pytest --timeout 3600 tests/e2e/test_chaos.py
+	CHAOS_SCALE=5 $(PY) -m pytest --timeout 3600 tests/e2e/test_chaos.py tests/e2e/test_sender_chaos.py
 
 bench: $(STAMP) kafka registry ## the benchmark: prints a table, writes bench-results.json
 	$(PY) -m processor.devkit.bench
