@@ -16,6 +16,7 @@ from processor.core.conversions.audit import Status
 from processor.core.conversions.record import read_record
 from processor.core.conversions.sending import Account, Api, Destination
 from processor.core.conversions.verdicts import Kind, Verdict
+from processor.core.errors import UnexpectedError
 from processor.stages.sender.batches import Batch, Item
 from processor.stages.sender.pool import DeliveryPolicy, DeliveryPool, Result
 from tests.fakes import FakeClock, FakeTimeLoop
@@ -221,3 +222,14 @@ def test_requests_in_flight_are_bounded(in_flight: int) -> None:
                       max_in_flight=in_flight)
     assert len(found) == 24
     assert client.peak == in_flight
+
+
+def test_clients_that_cannot_be_built_fail_the_start() -> None:
+    def broken() -> list[FakeClient]:
+        raise OSError("no such certificate file")
+
+    pool = DeliveryPool(broken, DeliveryPolicy(), CLOCK, Sensor(),  # type: ignore[arg-type]
+                        loop_factory=lambda: FakeTimeLoop(CLOCK))
+    with pytest.raises(UnexpectedError, match="building the ad platforms' clients"):
+        pool.start()
+    pool.stop()  # nothing left running

@@ -40,7 +40,7 @@ from processor.core.clock import Clock
 from processor.core.conversions.audit import Status
 from processor.core.conversions.sending import Destination, meta_too_old
 from processor.core.conversions.verdicts import Kind, Verdict
-from processor.core.errors import DestinationRefusedError
+from processor.core.errors import DestinationRefusedError, UnexpectedError
 from processor.core.ratelimit import RateLimiter
 from processor.core.redact import redact
 from processor.stages.sender.batches import Batch, Item
@@ -104,12 +104,15 @@ class DeliveryPool:
         self._workers: list[asyncio.Task[None]] = []
         self._order = itertools.count()
         self.refusal: tuple[Destination, DestinationRefusedError] | None = None
+        self._failed: UnexpectedError | None = None
 
     # --- the stage's side (any thread) ------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
         self._started.wait()
+        if self._failed is not None:
+            raise self._failed
 
     def submit(self, batch: Batch) -> None:
         self._loop.call_soon_threadsafe(self._enqueue, batch, FRESH, 0.0)
@@ -141,7 +144,14 @@ class DeliveryPool:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        for client in self._clients():
+        try:
+            clients = list(self._clients())
+        except Exception as error:  # noqa: BLE001 - handed to start(), which raises it
+            self._failed = UnexpectedError.of(error, "building the ad platforms' clients")
+            self._started.set()
+            self._loop.close()
+            return
+        for client in clients:
             lane = self._lanes[client.destination] = _Lane(client, self._policy, self._clock)
             self._workers += [self._loop.create_task(self._worker(lane),
                                                      name=f"send-{lane.destination}-{i}")
