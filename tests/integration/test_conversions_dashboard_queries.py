@@ -163,7 +163,7 @@ def test_every_conversions_dashboard_query_returns_data(
             skips = by(server, "reason", "sum by (reason) (increase("
                                          f"conversions_skipped_total{window}))")
             assert skips["stale_entry"] >= BACKFILL * 0.9  # increase() extrapolates
-            for metric in ("entries_total", "conversions_written_total",
+            for metric in ("entries_total", "written_total",
                            "identity_links_total", "match_keys_dropped_total"):
                 (total,) = server.query(f"sum(increase(conversions_{metric}{window}))")
                 assert float(total["value"][1]) > 0, metric
