@@ -30,6 +30,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from processor.core.enrichment.events import output_message_id
+from processor.devkit import sender_demo
 from processor.devkit.broker import create_topics
 from processor.devkit.demo_console import free_port, heading, metric_lines, metric_total, say
 from processor.devkit.samples import ConversionStory, iso
@@ -48,11 +49,11 @@ Sender = Callable[[str, str], None]
 
 
 def send_conversions(bootstrap: str, topic: str) -> None:
-    """Where the sending comes in: ``processor conversions send`` reading ``topic`` on
-    ``bootstrap`` and posting each conversion to the Meta- and Google-compatible servers
-    of the devkit. Called with the stage still running and the story's conversion on
-    ``topic``; its output goes between the record and the stage's metrics."""
-    say(f"Sending: not part of this demo yet (`processor conversions send` will read {topic})")
+    """The sending: ``processor conversions send`` reads ``topic`` on ``bootstrap`` and
+    posts each conversion to the Meta- and Google-compatible servers of the devkit.
+    Called with the stage still running and the story's conversion on ``topic``; its
+    output goes between the record and the stage's metrics."""
+    sender_demo.send_conversions(bootstrap, topic, AUDIENCES)
 
 
 @dataclass(frozen=True)
