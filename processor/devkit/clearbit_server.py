@@ -369,7 +369,7 @@ class SlidingWindow:
         return self._times[0] + WINDOW_SECONDS - now if self._times else WINDOW_SECONDS
 
 
-class Behaviour:
+class Responder:
     """Every knob, the request log and the counts; decides each answer.
 
     No I/O and no awaiting: the aiohttp service calls ``lookup`` and sleeps the
@@ -631,14 +631,14 @@ class ControlError(ValueError):
 
 
 class ClearbitService:
-    """The aiohttp application around a ``Behaviour``: API routes, control routes, the port.
+    """The aiohttp application around a ``Responder``: API routes, control routes, the port.
 
     Runs on whatever event loop starts it: ``ClearbitServer`` gives it a thread of
     its own, the command line runs it on the main loop.
     """
 
     def __init__(self, settings: ServerSettings) -> None:
-        self.behaviour = Behaviour(settings)
+        self.responder = Responder(settings)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._host, self._port = "127.0.0.1", 0
@@ -675,7 +675,7 @@ class ClearbitService:
         await self._runner.setup()
         self._host, self._port = host, port
         await self._listen()
-        settings = self.behaviour.settings
+        settings = self.responder.settings
         if settings.outage != "off":
             await self.set_outage(settings.outage, settings.outage_status)
         log.info("Clearbit-compatible server listening on %s", self.url)
@@ -698,8 +698,8 @@ class ClearbitService:
         if self._outage_timer is not None:
             self._outage_timer.cancel()
             self._outage_timer = None
-        behaviour = self.behaviour
-        behaviour.outage, behaviour.outage_status = mode, status
+        responder = self.responder
+        responder.outage, responder.outage_status = mode, status
         if mode == "refuse" and self._site is not None:
             await self._site.stop()
             self._site = None
@@ -710,8 +710,8 @@ class ClearbitService:
         log.info("outage mode %s (status %s, seconds %s)", mode, status, seconds)
 
     async def reset(self) -> None:
-        settings = self.behaviour.settings
-        self.behaviour.reset()
+        settings = self.responder.settings
+        self.responder.reset()
         await self.set_outage(settings.outage, settings.outage_status)
 
     async def _listen(self) -> None:
@@ -728,17 +728,17 @@ class ClearbitService:
         task.add_done_callback(self._tasks.discard)
 
     async def _lookup(self, request: web.Request) -> web.StreamResponse:
-        behaviour = self.behaviour
-        behaviour.in_flight += 1
-        behaviour.peak = max(behaviour.peak, behaviour.in_flight)
+        responder = self.responder
+        responder.in_flight += 1
+        responder.peak = max(responder.peak, responder.in_flight)
         try:
-            reply = behaviour.lookup(request.method, request.path, request.query,
+            reply = responder.lookup(request.method, request.path, request.query,
                                      request.headers, time.monotonic(), time.time())
             if reply.status == 0:
                 if request.transport is not None:
                     request.transport.abort()
                 return web.Response(status=503)  # never sent: the connection is gone
-            delay = reply.delay + behaviour.latency
+            delay = reply.delay + responder.latency
             if delay > 0:
                 await asyncio.sleep(delay)
             headers = {"Content-Type": JSON_TYPE, **reply.headers}
@@ -746,7 +746,7 @@ class ClearbitService:
                 return await _stream(request, reply, headers)
             return web.Response(body=reply.body, status=reply.status, headers=headers)
         finally:
-            behaviour.in_flight -= 1
+            responder.in_flight -= 1
 
     # Control routes: JSON in, JSON out, 400 with Clearbit's error shape when refused.
 
@@ -754,10 +754,10 @@ class ClearbitService:
         return _json({"ok": True})
 
     async def _config(self, _: web.Request) -> web.Response:
-        return _json(self.behaviour.config())
+        return _json(self.responder.config())
 
     async def _rules(self, _: web.Request) -> web.Response:
-        return _json(self.behaviour.config()["rules"])
+        return _json(self.responder.config()["rules"])
 
     async def _add_rules(self, request: web.Request) -> web.Response:
         async def apply(data: dict[str, Any]) -> None:
@@ -765,16 +765,16 @@ class ClearbitService:
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise ControlError("rules must be a list of objects")
             for email, rule in [Rule.from_json(item) for item in items]:
-                self.behaviour.set_rule(email, rule)
+                self.responder.set_rule(email, rule)
         return await self._control(request, apply)
 
     async def _delete_rules(self, request: web.Request) -> web.Response:
-        self.behaviour.clear_rules(request.query.get("email"))
-        return _json(self.behaviour.config())
+        self.responder.clear_rules(request.query.get("email"))
+        return _json(self.responder.config())
 
     async def _latency(self, request: web.Request) -> web.Response:
         async def apply(data: dict[str, Any]) -> None:
-            self.behaviour.set_latency(_number(data, "latency_ms", 0.0))
+            self.responder.set_latency(_number(data, "latency_ms", 0.0))
         return await self._control(request, apply)
 
     async def _rate_limit(self, request: web.Request) -> web.Response:
@@ -782,18 +782,18 @@ class ClearbitService:
             per_minute = data.get("per_minute", 0)
             if not _is_int(per_minute):
                 raise ControlError("per_minute must be an integer")
-            self.behaviour.set_rate_limit(per_minute, _flag(data, "retry_after", False))
+            self.responder.set_rate_limit(per_minute, _flag(data, "retry_after", False))
         return await self._control(request, apply)
 
     async def _force_429(self, request: web.Request) -> web.Response:
         async def apply(data: dict[str, Any]) -> None:
-            self.behaviour.force_429(_number(data, "seconds", 0.0),
+            self.responder.force_429(_number(data, "seconds", 0.0),
                                      _flag(data, "retry_after", False))
         return await self._control(request, apply)
 
     async def _quota(self, request: web.Request) -> web.Response:
         async def apply(data: dict[str, Any]) -> None:
-            self.behaviour.set_quota_exhausted(_flag(data, "exhausted", True))
+            self.responder.set_quota_exhausted(_flag(data, "exhausted", True))
         return await self._control(request, apply)
 
     async def _outage(self, request: web.Request) -> web.Response:
@@ -810,16 +810,16 @@ class ClearbitService:
 
     async def _requests(self, request: web.Request) -> web.Response:
         limit = request.query.get("limit", "")
-        entries = self.behaviour.requests(request.query.get("email"),
+        entries = self.responder.requests(request.query.get("email"),
                                           int(limit) if limit.isdigit() else None)
         return _json(entries)
 
     async def _stats(self, _: web.Request) -> web.Response:
-        return _json(self.behaviour.stats())
+        return _json(self.responder.stats())
 
     async def _reset(self, _: web.Request) -> web.Response:
         await self.reset()
-        return _json(self.behaviour.config())
+        return _json(self.responder.config())
 
     async def _control(self, request: web.Request,
                        apply: Callable[[dict[str, Any]], Awaitable[None]]) -> web.Response:
@@ -832,7 +832,7 @@ class ClearbitService:
         except ValueError as error:  # JSONDecodeError and ControlError are ValueErrors
             return web.Response(body=error_body("params_invalid", str(error)), status=400,
                                 content_type="application/json")
-        return _json(self.behaviour.config())
+        return _json(self.responder.config())
 
 
 async def _stream(request: web.Request, reply: Reply,
@@ -966,10 +966,10 @@ class ClearbitServer:
     def reset(self) -> None:
         self._await(lambda s: s.reset())
 
-    def _call(self, action: Callable[[Behaviour], T]) -> T:
-        """Run ``action`` on the server's loop: the behaviour is only touched from there."""
+    def _call(self, action: Callable[[Responder], T]) -> T:
+        """Run ``action`` on the server's loop: the responder is only touched from there."""
         async def run(service: ClearbitService) -> T:
-            return action(service.behaviour)
+            return action(service.responder)
         return self._await(run)
 
     def _await(self, action: Callable[[ClearbitService], Awaitable[T]]) -> T:
