@@ -130,6 +130,9 @@ class DeliveryPool:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel what is in flight (those conversions stay uncommitted), close clients."""
+        if self._failed is not None:  # it never ran: nothing to cancel or close
+            self._thread.join(timeout)
+            return
         if not self._thread.is_alive():
             return
         future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
@@ -148,8 +151,8 @@ class DeliveryPool:
             clients = list(self._clients())
         except Exception as error:  # noqa: BLE001 - handed to start(), which raises it
             self._failed = UnexpectedError.of(error, "building the ad platforms' clients")
-            self._started.set()
             self._loop.close()
+            self._started.set()
             return
         for client in clients:
             lane = self._lanes[client.destination] = _Lane(client, self._policy, self._clock)
