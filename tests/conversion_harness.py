@@ -15,7 +15,7 @@ from confluent_kafka import Message
 from processor.entrypoints.conversion_settings import ConversionSettings
 from processor.entrypoints.conversions import ConversionAssembly, assemble, audiences_of, preflight
 from processor.entrypoints.settings import load_as
-from tests.conversion_events import AUDIENCES_YAML
+from tests.conversion_events import AUDIENCES_YAML, Population
 from tests.harness import read_all
 
 
@@ -111,3 +111,47 @@ def conversions_on(bootstrap: str, names: ConversionNames) -> list[dict[str, Any
 
 def values(messages: list[Message]) -> list[dict[str, Any]]:
     return [orjson.loads(m.value() or b"") for m in messages]
+
+
+@dataclass
+class ConversionAudit:
+    """What the outbox holds against what a ``Population`` must make."""
+
+    expected: int
+    records: int  # conversions on the topic (distinct offsets)
+    missing: list[str]  # expected ids with no conversion
+    unexpected: list[str]  # ids no entry has: a non-entry converted, or a second id
+    duplicates: int  # records beyond the first of each id
+    foreign_clicks: int  # conversions carrying someone else's click
+    with_clicks: int  # conversions with their person's gclid attached
+
+    def line(self, label: str) -> str:
+        return (f"[chaos] {label}: entries={self.expected} conversions={self.records} "
+                f"lost={len(self.missing)} unexpected={len(self.unexpected)} "
+                f"duplicates={self.duplicates} with_clicks={self.with_clicks}")
+
+
+def audit_conversions(bootstrap: str, names: ConversionNames, population: Population,
+                      read_committed: bool = True) -> ConversionAudit:
+    expected = population.expected()
+    # By offset: a record the reader happened to fetch twice is not a second conversion.
+    records = {(m.partition(), m.offset()): orjson.loads(m.value() or b"")
+               for m in read_all(bootstrap, [names.output], read_committed=read_committed)}
+    seen: dict[str, int] = {}
+    foreign = attached = 0
+    for conversion in records.values():
+        conversion_id = conversion["conversion_id"]
+        seen[conversion_id] = seen.get(conversion_id, 0) + 1
+        person = conversion["person_key"]
+        if expected.get(conversion_id) != person:
+            continue  # counted as unexpected below
+        google = conversion.get("clicks", {}).get("google")
+        if google is not None:
+            if google["value"] == f"g{person[1:]}":
+                attached += 1
+            else:
+                foreign += 1
+    return ConversionAudit(
+        expected=len(expected), records=len(records),
+        missing=sorted(set(expected) - set(seen)), unexpected=sorted(set(seen) - set(expected)),
+        duplicates=len(records) - len(seen), foreign_clicks=foreign, with_clicks=attached)

@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,3 +227,84 @@ def read_all(bootstrap: str, topics: list[str], *, read_committed: bool = True,
     finally:
         consumer.close()
     return messages
+
+
+def left_to_read(bootstrap: str, group: str, topics: list[str]) -> int:
+    """How many committed records of ``topics`` lie past ``group``'s committed offsets:
+    0 once the group has processed everything. Counted by reading rather than from end
+    offsets, which on a topic written in transactions lie past the commit markers."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in probe.list_topics(topic, timeout=30).topics[topic].partitions]
+        committed = probe.committed(partitions, 30)
+    finally:
+        probe.close()
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"left-{uuid.uuid4()}",
+                       "enable.auto.commit": False, "enable.partition.eof": True,
+                       "isolation.level": "read_committed"})
+    try:
+        starts = []
+        for tp in committed:
+            low, high = reader.get_watermark_offsets(tp, 30)
+            start = tp.offset if tp.offset >= 0 else low
+            if start < high:  # past the end there is nothing to read (nor an EOF event)
+                starts.append(TopicPartition(tp.topic, tp.partition, start))
+        reader.assign(starts)
+        todo = {(tp.topic, tp.partition) for tp in starts}
+        left = 0
+        deadline = time.monotonic() + 60
+        while todo and time.monotonic() < deadline:
+            for message in reader.consume(1000, 0.5):
+                error = message.error()
+                if error is None:
+                    left += 1
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    todo.discard((message.topic(), message.partition()))
+        if todo:
+            raise AssertionError(f"could not read {sorted(todo)} to the end in 60s")
+        return left
+    finally:
+        reader.close()
+
+
+class Trickle(threading.Thread):
+    """Produces the inputs over ``seconds``, so that what a test does to the stages
+    (kills, joins, leaves) happens while they arrive. ``inputs``: (key, value) pairs by
+    topic, each topic spread over the same schedule, in its order."""
+
+    def __init__(self, bootstrap: str, inputs: Mapping[str, Sequence[tuple[bytes | None, Any]]],
+                 seconds: float) -> None:
+        super().__init__(name="trickle", daemon=True)
+        self.bootstrap = bootstrap
+        self.inputs = inputs
+        self.seconds = seconds
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        chunks = max(1, int(self.seconds * 4))
+        # One producer for the whole run, paced by the clock: a producer per chunk spent
+        # longer starting (its idempotence id) than the schedule allowed at CHAOS_SCALE=5.
+        producer = new_producer(self.bootstrap)
+        started = time.monotonic()
+        try:
+            for chunk in range(chunks):
+                for topic, items in self.inputs.items():
+                    size = -(-len(items) // chunks)
+                    send(producer, topic, items[chunk * size:(chunk + 1) * size])
+                producer.poll(0)
+                time.sleep(max(0.0, started + (chunk + 1) * self.seconds / chunks
+                               - time.monotonic()))
+            assert producer.flush(60) == 0, "the broker did not confirm every input"
+        except BaseException as error:  # noqa: BLE001 - re-raised by finish()
+            self.error = error
+
+    def finish(self) -> None:
+        self.join(self.seconds + 120)
+        if self.is_alive():
+            # Counting inputs that were never produced as "lost" would blame the stage.
+            raise AssertionError(
+                f"the inputs were not all produced within {self.seconds + 120:.0f}s")
+        if self.error:
+            raise self.error

@@ -1,4 +1,5 @@
-"""Whole processes for chaos tests: start, kill -9, SIGTERM; and an audit of what came out.
+"""Whole processes for chaos tests: start, kill -9, SIGTERM; and an audit of what came out
+(here for the enrichment stage; ``tests.conversion_harness`` audits the conversions stage).
 
 Every input carries a unique ``messageId`` (``m-<n>``) and a key; the audit maps
 each output back to its input (the output's messageId is derived from the
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ import orjson
 
 from processor.core.enrichment.events import output_message_id
 from processor.devkit.samples import identify, person_email
+from tests.conversion_harness import ConversionNames
 from tests.harness import API_KEY, Names, read_all
 
 
@@ -40,18 +43,14 @@ def chaos_inputs(count: int, keys: int = 200, emails: int = 2000,
     return items
 
 
-def processor_env(bootstrap: str, names: Names, base_url: str, **extra: str) -> dict[str, str]:
+def stage_env(bootstrap: str, **extra: str) -> dict[str, str]:
+    """What every stage process gets: this environment without any stage setting, the
+    broker, JSON logs, no metrics port, and a group session short enough for chaos."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PROCESSOR_", "CLEARBIT_", "KAFKA_"))}
     env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PROCESSOR_INPUT_TOPIC": names.input,
-        "PROCESSOR_OUTPUT_TOPIC": names.output, "PROCESSOR_DLQ_TOPIC": names.dlq,
-        "PROCESSOR_GROUP_ID": names.group, "CLEARBIT_API_KEY": API_KEY,
-        "CLEARBIT_BASE_URL": base_url, "PROCESSOR_METRICS_PORT": "0",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PROCESSOR_METRICS_PORT": "0",
         "PROCESSOR_LOG_FORMAT": "json", "PROCESSOR_LOG_LEVEL": "INFO",
-        # The local server has no rate limit; Clearbit's 600/min would make each
-        # scenario wait on the limiter rather than exercise the failures.
-        "CLEARBIT_RATE_LIMIT_PER_MINUTE": "0",
         # A killed member is noticed in 6 s instead of librdkafka's default 45 s.
         "PROCESSOR_KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
         "PROCESSOR_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
@@ -60,12 +59,38 @@ def processor_env(bootstrap: str, names: Names, base_url: str, **extra: str) -> 
     return env
 
 
+def processor_env(bootstrap: str, names: Names, base_url: str, **extra: str) -> dict[str, str]:
+    """``processor run``'s environment."""
+    return stage_env(bootstrap, **{
+        "PROCESSOR_INPUT_TOPIC": names.input, "PROCESSOR_OUTPUT_TOPIC": names.output,
+        "PROCESSOR_DLQ_TOPIC": names.dlq, "PROCESSOR_GROUP_ID": names.group,
+        "CLEARBIT_API_KEY": API_KEY, "CLEARBIT_BASE_URL": base_url,
+        # The local server has no rate limit; Clearbit's 600/min would make each
+        # scenario wait on the limiter rather than exercise the failures.
+        "CLEARBIT_RATE_LIMIT_PER_MINUTE": "0", **extra})
+
+
+def conversions_env(bootstrap: str, names: ConversionNames, state_dir: Path,
+                    **extra: str) -> dict[str, str]:
+    """``processor conversions``'s environment: the test's topics, group and audiences,
+    its own state directory, a settle delay of a second."""
+    return stage_env(bootstrap, **{
+        "PROCESSOR_CONV_EVENT_TOPICS": names.events,
+        "PROCESSOR_CONV_IDENTIFY_TOPICS": names.identifies,
+        "PROCESSOR_CONV_TOPIC_PREFIX": names.prefix, "PROCESSOR_CONV_OUTPUT_TOPIC": names.output,
+        "PROCESSOR_CONV_DLQ_TOPIC": names.dlq, "PROCESSOR_CONV_GROUP_ID": names.group,
+        "PROCESSOR_CONV_AUDIENCES_FILE": str(names.audiences),
+        "PROCESSOR_CONV_STATE_DIR": str(state_dir), "PROCESSOR_CONV_SETTLE_DELAY": "1s",
+        **extra})
+
+
 @dataclass
 class Processor:
-    """``processor run`` as a child process; its stderr goes to a file (never a pipe that
-    nobody reads, which would block a chatty process)."""
+    """A stage (``processor run``, or ``command``) as a child process; its stderr goes to
+    a file (never a pipe that nobody reads, which would block a chatty process)."""
 
     env: dict[str, str]
+    command: tuple[str, ...] = ("run",)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chaos-")))
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
@@ -93,6 +118,19 @@ class Processor:
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+    def run_log(self) -> str:
+        """The log of the current run only."""
+        return (self.log_dir / f"run-{self.runs}.log").read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        """Until the current run has logged ``text``; fails if it exits first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.run_log():
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"run {self.runs} did not log {text!r} within "
+                                     f"{timeout:.0f}s:\n{self.run_log()[-3000:]}")
+            time.sleep(0.1)
 
     def stop_quietly(self) -> None:
         if self.alive():

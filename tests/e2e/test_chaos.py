@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -18,52 +17,16 @@ from processor.devkit.clearbit_server import ClearbitServer
 from tests.e2e.chaos import Processor, audit, chaos_inputs, processor_env
 from tests.harness import (
     Names,
+    Trickle,
     caught_up,
     headers_of,
-    new_producer,
     produce,
     read,
-    send,
     wait_for,
 )
 
 SCALE = int(os.environ.get("CHAOS_SCALE", "1"))
 MAX_BUFFERED = 2000
-
-
-class Trickle(threading.Thread):
-    """Produces the inputs over ``seconds``, so that the chaos happens during the run."""
-
-    def __init__(self, bootstrap: str, topic: str, items: list[Any], seconds: float) -> None:
-        super().__init__(name="trickle", daemon=True)
-        self.args = (bootstrap, topic, items, seconds)
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        bootstrap, topic, items, seconds = self.args
-        chunks = max(1, int(seconds * 4))
-        size = -(-len(items) // chunks)
-        # One producer for the whole run, paced by the clock: a producer per chunk spent
-        # longer starting (its idempotence id) than the schedule allowed at CHAOS_SCALE=5.
-        producer = new_producer(bootstrap)
-        started = time.monotonic()
-        try:
-            for chunk, start in enumerate(range(0, len(items), size), 1):
-                send(producer, topic, items[start:start + size])
-                producer.poll(0)
-                time.sleep(max(0.0, started + chunk * seconds / chunks - time.monotonic()))
-            assert producer.flush(60) == 0, "the broker did not confirm every input"
-        except BaseException as error:  # noqa: BLE001 - re-raised by the test
-            self.error = error
-
-    def finish(self) -> None:
-        seconds = self.args[3]
-        self.join(seconds + 120)
-        if self.is_alive():
-            # Counting inputs that were never produced as "lost" would blame the stage.
-            raise AssertionError(f"the inputs were not all produced within {seconds + 120:.0f}s")
-        if self.error:
-            raise self.error
 
 
 def finish_and_audit(bootstrap: str, names: Names, items: list[Any], process: Processor,
@@ -92,7 +55,7 @@ def test_kill_9_ten_times_loses_nothing(kafka_bootstrap: str, names: Names,
                         PROCESSOR_MAX_BUFFERED=str(MAX_BUFFERED),
                         PROCESSOR_COMMIT_INTERVAL="500ms")
     process = Processor(env)
-    trickle = Trickle(kafka_bootstrap, names.input, items, seconds=3.0 * kills)
+    trickle = Trickle(kafka_bootstrap, {names.input: items}, seconds=3.0 * kills)
     trickle.start()
     process.start()
     try:
@@ -150,7 +113,7 @@ def test_a_second_instance_joining_and_leaving_loses_nothing(
     clearbit.set_latency(20)
     env = processor_env(kafka_bootstrap, names, clearbit.url)
     first, second = Processor(env), Processor(env)
-    trickle = Trickle(kafka_bootstrap, names.input, items, seconds=20)
+    trickle = Trickle(kafka_bootstrap, {names.input: items}, seconds=20)
     trickle.start()
     first.start()
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,7 +47,7 @@ class Visit:
         """The visit from ``to_json``'s form, or None when ``data`` does not fit it."""
         if not (isinstance(data, list) and len(data) == 4 and type(data[3]) is int):
             return None
-        ip, agent, url = (_text(v) for v in data[:3])
+        ip, agent, url = _text(data[0]), _text(data[1]), _text(data[2])
         return cls(ip, agent, page_url(url) if url else None, data[3])
 
 
@@ -58,8 +59,19 @@ def _text(value: Any) -> str | None:
 
 def page_url(url: str) -> str | None:
     """``url`` without credentials, query and fragment, when it is an http(s) URL."""
+    text = url.strip()
+    # What precedes the first "?" or "#" splits into the same scheme, host and path as
+    # the whole URL does, and without the query a site's few pages come again and again.
+    ends = [i for i in (text.find("?"), text.find("#")) if i >= 0]
+    site = text[:min(ends)] if ends else text
+    if "@" in site or "%40" in site.lower():
+        return _site_and_path(site)  # credentials or an email: not kept, even in memory
+    return _known_site_and_path(site)
+
+
+def _site_and_path(text: str) -> str | None:
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(text)
         host = parts.hostname
         port = parts.port
     except ValueError:
@@ -73,6 +85,10 @@ def page_url(url: str) -> str | None:
     return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
+# Most page events, and every visit read back from a store or a message, find theirs here.
+_known_site_and_path = lru_cache(maxsize=2048)(_site_and_path)
+
+
 def visit_of(event: Any, record_time_ms: int) -> Visit | None:
     """The browser context ``event`` carries (``context.ip``, ``context.userAgent``,
     ``context.page.url`` else ``properties.url``), or None when it carries none."""
@@ -82,9 +98,12 @@ def visit_of(event: Any, record_time_ms: int) -> Visit | None:
     context = context if isinstance(context, Mapping) else {}
     page = context.get("page")
     properties = event.get("properties")
-    candidates = (page.get("url") if isinstance(page, Mapping) else None,
-                  properties.get("url") if isinstance(properties, Mapping) else None)
-    url = next((u for c in candidates if (t := _text(c)) and (u := page_url(t))), None)
+    url = None
+    for candidate in (page.get("url") if isinstance(page, Mapping) else None,
+                      properties.get("url") if isinstance(properties, Mapping) else None):
+        text = _text(candidate)
+        if text and (url := page_url(text)):
+            break
     ip, agent = _text(context.get("ip")), _text(context.get("userAgent"))
     if ip is None and agent is None and url is None:
         return None

@@ -32,10 +32,15 @@ class Visitor:
     @classmethod
     def from_bytes(cls, value: bytes | None) -> Visitor:
         """The stored visitor; a value this version cannot read is an empty visitor."""
+        if not value:
+            return _NOBODY  # a new visitor, the most common case on the page path
         data = stored_object(value)
         user = data.get("u")
         return cls(ClickSet.from_json(data.get("c")), Visit.from_json(data.get("x")),
                    user if isinstance(user, str) and user else None)
+
+
+_NOBODY = Visitor()
 
 
 @dataclass(frozen=True, slots=True)
