@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -314,11 +315,42 @@ def scale_out(bench: Bench, quick: bool) -> dict[str, Any]:
             "idle_bound": [f"{n} process(es)" for n, f in figures.items() if f["idle_bound"]]}
 
 
+def conversions_page_path(bench: Bench, quick: bool) -> dict[str, Any]:
+    """The conversions stage's rows: the page path against the bare loop, memory by
+    distinct visitors, restore from its changelog (processor.devkit.bench_conversions)."""
+    from processor.devkit.bench_conversions import conversion_figures  # noqa: PLC0415
+
+    return conversion_figures(bench.bootstrap, quick)
+
+
+def conversions_state(bench: Bench, quick: bool) -> dict[str, Any]:
+    """Restore rate and peak RSS of the stores by key count (processor.devkit.bench_state)."""
+    from processor.devkit.bench_state import state_figures  # noqa: PLC0415
+
+    return state_figures(bench.bootstrap, quick)
+
+
+def delivery(bench: Bench, quick: bool) -> dict[str, Any]:
+    """Conversions/s to the local Meta and Google servers against batch x in flight /
+    latency (processor.devkit.bench_delivery)."""
+    from processor.devkit.bench_delivery import delivery_figures  # noqa: PLC0415
+
+    return delivery_figures(bench.bootstrap, quick)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "cached": cached_path, "cached-avro": cached_avro, "lookup": lookup_path,
     "http-client": http_client, "rate-limited": rate_limited_path, "memory": memory,
-    "latency": latency, "scale-out": scale_out,
+    "latency": latency, "scale-out": scale_out, "conversions": conversions_page_path,
+    "state": conversions_state, "delivery": delivery,
 }
+
+
+def _tables() -> dict[str, Callable[[dict[str, Any]], str]]:
+    from processor.devkit import bench_conversions, bench_delivery, bench_state  # noqa: PLC0415
+
+    return {"conversions": bench_conversions.table, "delivery": bench_delivery.table,
+            "state": bench_state.table}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -395,4 +427,7 @@ def _figure(name: str, r: dict[str, Any]) -> str:  # noqa: PLR0911 - one line pe
     if name == "scale-out":
         return (f"1 process {_run(r['one'])}, 2 processes {_run(r['two'])}: "
                 f"**{r['ratio']}x**")
+    tables = _tables()
+    if name in tables:
+        return tables[name](r).replace("\n", "<br>")
     return str(r)
