@@ -45,7 +45,7 @@ image-tools: ## buildah and debootstrap (Debian's packages): build and run the i
 image: $(STAMP) image-tools ## build deploy/Dockerfile with buildah on a local Debian base (root; base cached in ~/.cache)
 	$(PY) -m processor.devkit.image build
 
-run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker + Clearbit-compatible server + sample events + processor (FORMAT=avro: in Avro)
+run: $(STAMP) kafka $(if $(filter avro,$(FORMAT)),registry) ## local demo: broker, Clearbit-compatible server, sample events, processor run, then processor conversions (FORMAT=avro: enrichment in Avro)
 	$(PY) -m processor.devkit.demo --format $(FORMAT)
 
 lint: $(STAMP) ## ruff, and the import contracts of pyproject.toml (lint-imports)
@@ -71,7 +71,7 @@ test-image: $(STAMP) kafka image-tools ## build the image for real and run it on
 	$(PY) -m pytest -m image tests/deploy
 
 soak: $(STAMP) kafka ## the chaos scenarios five times bigger (not part of `make test`)
-	CHAOS_SCALE=5 $(PY) -m pytest --timeout 3600 tests/e2e/test_chaos.py
+	CHAOS_SCALE=5 $(PY) -m pytest --timeout 3600 tests/e2e/test_chaos.py tests/e2e/test_sender_chaos.py
 
 bench: $(STAMP) kafka registry ## the benchmark: prints a table, writes bench-results.json
 	$(PY) -m processor.devkit.bench

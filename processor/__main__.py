@@ -2,13 +2,7 @@
 
 import sys
 
-from processor.runtime.signals import StopRequest
+# Its import installs the signal handlers before any heavier module is imported.
+from processor.entrypoints.console import main
 
-# Installed before the command's heavier imports, so that a SIGTERM while the
-# process is still starting is a clean stop (exit 0), not a kill.
-_stop = StopRequest()
-_stop.install()
-
-from processor.entrypoints.cli import main  # noqa: E402 - after the signal handlers, on purpose
-
-sys.exit(main(stop=_stop))
+sys.exit(main())

@@ -31,6 +31,8 @@ from processor.devkit.broker import (
     wait_until_ready,
 )
 from processor.devkit.clearbit_server import ClearbitServer
+from processor.devkit.google_server import GoogleServer
+from processor.devkit.meta_server import MetaServer
 from tests.harness import Names
 
 _IMAGE = f"apache/kafka:{KAFKA_VERSION}"
@@ -233,3 +235,32 @@ def names(kafka_topics: Callable[..., str], unique_name: str) -> Names:
     """Three fresh topics (input and output with 3 partitions) and a fresh group."""
     return Names(input=kafka_topics("in", 3), output=kafka_topics("out", 3),
                  dlq=kafka_topics("dlq", 1), group=f"{unique_name}-group")
+
+
+# --- the Meta- and Google-compatible servers (the conversions sender's tests) -----------
+
+
+@pytest.fixture(scope="session")
+def meta_session() -> Iterator[MetaServer]:
+    with MetaServer() as server:
+        yield server
+
+
+@pytest.fixture
+def meta(meta_session: MetaServer) -> MetaServer:
+    """The session's Meta-compatible server, back to its start configuration."""
+    meta_session.reset()
+    return meta_session
+
+
+@pytest.fixture(scope="session")
+def google_session() -> Iterator[GoogleServer]:
+    with GoogleServer() as server:
+        yield server
+
+
+@pytest.fixture
+def google(google_session: GoogleServer) -> GoogleServer:
+    """The session's Google-compatible server, back to its start configuration."""
+    google_session.reset()
+    return google_session

@@ -184,6 +184,7 @@ class RecordingSensor:
         self.consumed_total = 0
         self.latencies: list[float] = []
         self.produce_errors = 0
+        self.trimmed: Counter[str] = Counter()
         self.commits: list[bool] = []
         self.lags: dict[tuple[str, int], int] = {}
         self.quota: dict[str, bool] = {}
@@ -228,6 +229,9 @@ class RecordingSensor:
 
     def produce_error(self) -> None:
         self.produce_errors += 1
+
+    def dead_letters_trimmed(self, counts: dict[str, int]) -> None:
+        self.trimmed.update(counts)
 
     def committed(self, ok: bool, wall_time: float) -> None:
         self.commits.append(ok)

@@ -15,6 +15,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -159,9 +160,15 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
 
 
 def caught_up(bootstrap: str, group: str, topic: str, partitions: int) -> bool:
-    """The group's commits reach the end of every partition that has records."""
+    """The group's commits reach the end of every partition that has records (not yet,
+    when the broker cannot answer for the group right now: its coordinator is moving)."""
     ends = end_offsets(bootstrap, topic, partitions)
-    committed = committed_offsets(bootstrap, group, topic, partitions)
+    try:
+        committed = committed_offsets(bootstrap, group, topic, partitions)
+    except KafkaException as error:
+        if error.args[0].retriable() or error.args[0].code() == KafkaError.NOT_COORDINATOR:
+            return False
+        raise
     return all(committed[p] == end for p, end in ends.items() if end > 0)
 
 

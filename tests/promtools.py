@@ -135,8 +135,9 @@ def _wait_ready(server: PrometheusServer, process: subprocess.Popen[bytes]) -> N
 DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
 
 
-def dashboard() -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(DASHBOARD.read_text())
+def dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    """A dashboard's JSON: the enrichment stage's unless ``path`` names another."""
+    document: dict[str, Any] = json.loads(path.read_text())
     return document
 
 

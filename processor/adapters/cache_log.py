@@ -31,6 +31,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -142,6 +143,9 @@ class KafkaCacheLog:
                                    on_delivery=_warn_on_failure)
         except BufferError:
             log.warning("cache topic producer queue full; this lookup is not shared")
+        except KafkaException as error:
+            # Too large for the topic, say: losing an entry only costs a lookup.
+            log.warning("a cache entry was not written: %s", error.args[0].str())
         self._producer.poll(0)
 
     def updates(self) -> list[CacheEntry]:

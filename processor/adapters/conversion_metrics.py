@@ -47,7 +47,7 @@ class ConversionMetrics(RuntimeMetrics):
         self._dropped = self.counter("match_keys_dropped",
                                      "Matching data left out: the raw value could not be "
                                      "normalised.", ("platform", "reason"))
-        self._written = self.counter("conversions_written",
+        self._written = self.counter("written",
                                      "Conversions written to the conversions topic, by "
                                      "audience.", ("audience",))
         self._state = self.gauge("state_records", "Keys in the local stores (estimate), by "

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from processor.adapters.clearbit import ClearbitProvider, error_text, retry_at
+from processor.adapters.clearbit import ClearbitProvider, error_text
 from processor.adapters.http import HttpAnswer
 from processor.core.clock import Clock
 from processor.core.enrichment.answers import Answer, NotFound
@@ -37,11 +37,14 @@ class HunterProvider(ClearbitProvider):
     name = "hunter"
 
     def __init__(self, *, base_url: str, api_key: str, timeout: float, max_connections: int,
-                 clock: Clock, client: str = "aiohttp") -> None:
+                 clock: Clock, client: str = "aiohttp", max_answer_bytes: int = 1_048_576,
+                 max_rate_limit_wait: float = 300.0) -> None:
         super().__init__(base_url=base_url, api_key=api_key, timeout=timeout,
                          max_connections=max_connections, clock=clock,
                          extra_params={"clearbit_format": "true"},
-                         auth_header=("X-API-KEY", api_key), client=client)
+                         auth_header=("X-API-KEY", api_key), client=client,
+                         max_answer_bytes=max_answer_bytes,
+                         max_rate_limit_wait=max_rate_limit_wait)
 
     def _answer(self, response: HttpAnswer) -> Answer:
         status = response.status
@@ -51,8 +54,7 @@ class HunterProvider(ClearbitProvider):
                 "check HUNTER_API_KEY")
         if status == 403:
             # No documented Retry-After or reset header: honour them if sent, else back off.
-            raise RateLimitedError("hunter rate limit (403)",
-                                   retry_at(response.headers, self._clock))
+            raise RateLimitedError("hunter rate limit (403)", self._retry_at(response))
         if status == 429:
             raise QuotaExhaustedError("hunter usage limit reached (429)")
         if status == 451:

@@ -1,34 +1,92 @@
-"""Event codecs: JSON (orjson) here; Avro with a schema registry in ``processor.adapters.avro``."""
+"""Event codecs: JSON here; Avro with a schema registry in ``processor.adapters.avro``.
+
+Decoding reads only the fields the stage looks at (msgspec skips the rest without
+building objects for it); anything unusual about a value is decoded in full by
+orjson, whose verdict is the one the stage has always given. Encoding is orjson,
+which splices the cached, pre-encoded traits into each output.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
+import msgspec
 import orjson
 
 from processor.core.errors import DecodeError, NotAnObjectError
 from processor.core.records import SourceRecord
 
 
+class _TraitsHead(TypedDict, total=False):
+    email: Any
+
+
+class _Head(TypedDict, total=False):
+    """The fields ``classify`` reads; their types are checked there, not here."""
+
+    type: Any
+    userId: Any
+    anonymousId: Any
+    messageId: Any
+    integrations: Any
+    traits: _TraitsHead
+
+
+# Typed as a plain dict's decoder: a _Head is a dict holding some of the event's keys.
+_HEAD: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Head)
+# The head decoder refuses: a value that is not JSON, a traits that is not an object,
+# nesting beyond its stack (RecursionError).
+_UNUSUAL = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
+def decode_object(value: bytes) -> dict[str, Any]:
+    """The whole JSON object ``value`` holds; ``DecodeError`` when it holds none."""
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        # orjson's message names the position, never the content.
+        raise DecodeError(f"value is not valid JSON: {error}") from None
+    if not isinstance(event, dict):
+        raise NotAnObjectError(f"value is JSON but not an object ({type(event).__name__})")
+    return event
+
+
+class JsonEvents:
+    """Whole events, for a stage that reads more than an identify's head (conversions:
+    page URLs, browser context, any trait an audience reads)."""
+
+    def decode(self, record: SourceRecord) -> dict[str, Any]:
+        return decode_object(record.value() or b"")
+
+
 class JsonCodec:
     """One JSON object per record value, UTF-8."""
 
     def decode(self, record: SourceRecord) -> dict[str, Any]:
-        try:
-            event = orjson.loads(record.value() or b"")
-        except orjson.JSONDecodeError as error:
-            # orjson's message names the position, never the content.
-            raise DecodeError(f"value is not valid JSON: {error}") from None
-        if not isinstance(event, dict):
-            raise NotAnObjectError(f"value is JSON but not an object ({type(event).__name__})")
-        return event
+        """The event's fields that decide what happens to it (not the whole event)."""
+        value = record.value() or b""
+        # msgspec does not check the UTF-8 of strings it skips; ASCII cannot be wrong.
+        if value.isascii() or _is_utf8(value):
+            try:
+                head: dict[str, Any] = _HEAD.decode(value)
+            except _UNUSUAL:
+                pass
+            else:
+                return head
+        return decode_object(value)
 
     def prepare(self, traits: dict[str, Any]) -> orjson.Fragment:
-        # Serialised once per email; each event then splices the bytes in as they are
-        # (measured: 0.5 us per event instead of 5.5 us for 100 traits). Copied because
-        # orjson's output keeps its whole growth buffer: 31.8 KiB held for 5 kB of JSON,
-        # 5.1 KiB once copied (measured), and the cache keeps tens of thousands of these.
+        # Encoded once per email and spliced into every output as it is. Copied because
+        # orjson's result keeps its whole growth buffer, and the cache holds many.
         return orjson.Fragment(bytes(bytearray(orjson.dumps(traits))))
 
     def encode(self, event: dict[str, Any], topic: str) -> bytes:
         return orjson.dumps(event)
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -26,6 +26,7 @@ from processor.core.errors import ConfigError, DeliveryError, FatalError
 from processor.core.offsets import TopicPartition as TP
 from processor.core.records import Headers
 from processor.runtime.ports import DeliveryCallback
+from processor.runtime.size_limits import TopicLimits, usable
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +61,7 @@ def verify_topics(config: Mapping[str, Any], topics: Mapping[str, str], timeout:
     ``topics`` maps each setting's variable name to its topic. The processor never
     creates topics: partition counts, retention and compaction are the owner's call.
     """
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only at start
-
-    admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
-    admin = AdminClient(admin_config)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as error:
-        raise FatalError(
-            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
-            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error}); check the "
-            "address and the PROCESSOR_KAFKA_* security settings") from None
+    metadata = _cluster(config, timeout)[1]
     missing = [f"{variable}: topic '{topic}' does not exist"
                for variable, topic in topics.items()
                if topic not in metadata.topics or metadata.topics[topic].error is not None]
@@ -78,6 +69,24 @@ def verify_topics(config: Mapping[str, Any], topics: Mapping[str, str], timeout:
         raise ConfigError("\n".join(f"{line} on the cluster at {config.get('bootstrap.servers')}; "
                                     "create it first (the processor does not create topics)"
                                     for line in missing))
+
+
+def _cluster(config: Mapping[str, Any], timeout: float) -> tuple[Any, Any]:
+    """A short-lived admin client and the cluster's metadata, or ``FatalError`` saying
+    what to check when the cluster does not answer."""
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only at start
+
+    # Notices only: closing the client right after the answer makes librdkafka log the
+    # unserved background events it drops, which is not news.
+    admin_config: dict[str, Any] = {"error_cb": _on_error, "log_level": 4, **config}
+    admin = AdminClient(admin_config)
+    try:
+        return admin, admin.list_topics(timeout=timeout)
+    except KafkaException as error:
+        raise FatalError(
+            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
+            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error}); check the "
+            "address and the PROCESSOR_KAFKA_* security settings") from None
 
 
 class TopicInfo(NamedTuple):
@@ -90,18 +99,10 @@ def describe_topics(config: Mapping[str, Any], topics: Sequence[str], timeout: f
     """Partition count and cleanup policy of each topic (None: it does not exist)."""
     # ConfigResource is public but missing from the package's exports for mypy.
     from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415
-        AdminClient,
         ConfigResource,
     )
 
-    admin_config: dict[str, Any] = {"error_cb": _on_error, **config}
-    admin = AdminClient(admin_config)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as error:
-        raise FatalError(
-            f"could not reach Kafka at KAFKA_BOOTSTRAP_SERVERS={config.get('bootstrap.servers')} "
-            f"within {timeout:.0f}s ({error.args[0].str() if error.args else error})") from None
+    admin, metadata = _cluster(config, timeout)
     found: dict[str, TopicInfo | None] = {}
     existing = [t for t in topics
                 if t in metadata.topics and metadata.topics[t].error is None]
@@ -116,6 +117,59 @@ def describe_topics(config: Mapping[str, Any], topics: Sequence[str], timeout: f
         found[topic] = (TopicInfo(len(metadata.topics[topic].partitions), policies[topic])
                         if topic in policies else None)
     return found
+
+
+def max_message_bytes(config: Mapping[str, Any], topics: Sequence[str], timeout: float,
+                      fallback: int) -> dict[str, int]:
+    """Each topic's ``max.message.bytes``, as the cluster applies it (the topic's own
+    setting, else the broker's ``message.max.bytes``). ``fallback`` for a topic whose
+    configuration may not be read (no DescribeConfigs permission), with a warning."""
+    # Only at start. ConfigResource is public but missing from the package's exports for mypy.
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415
+        AdminClient,
+        ConfigResource,
+    )
+
+    # Short-lived too: warnings only, as in describe_topics.
+    admin_config: dict[str, Any] = {"error_cb": _on_error, "log_level": 4, **config}
+    admin = AdminClient(admin_config)
+    futures = admin.describe_configs(
+        [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics],
+        request_timeout=timeout)
+    found: dict[str, int] = {}
+    for resource, future in futures.items():
+        try:
+            entry = future.result(timeout).get("max.message.bytes")
+            found[resource.name] = int(entry.value) if entry is not None else fallback
+        except (KafkaException, ValueError, TypeError) as error:
+            log.warning("could not read max.message.bytes of topic %s (%s); taking %d bytes "
+                        "as its limit", resource.name, error, fallback)
+            found[resource.name] = fallback
+    return found
+
+
+# librdkafka's own defaults: the producer's record limit (and so the limit taken for a
+# topic whose configuration cannot be read) and its batch size.
+PRODUCER_DEFAULT_MAX_BYTES = 1_000_000
+PRODUCER_DEFAULT_BATCH_BYTES = 1_000_000
+
+
+def producer_limits(admin_config: Mapping[str, Any], topics: Sequence[str], timeout: float,
+                    producer_config: dict[str, Any], producer_sources: Mapping[str, str]
+                    ) -> TopicLimits:
+    """The record limits of ``topics`` (those a stage writes to), read from the cluster, with
+    the producer sized to match unless a pass-through variable says otherwise: its
+    ``message.max.bytes`` to the largest (librdkafka's 1,000,000 would refuse records the
+    topics take), its ``batch.size`` to the smallest (a batch is held to the limit of its
+    topic as a whole). Any stage's composition root calls it before building the sink."""
+    found = max_message_bytes(admin_config, topics, timeout, fallback=PRODUCER_DEFAULT_MAX_BYTES)
+    room = [usable(found[topic]) for topic in topics]
+    if "message.max.bytes" not in producer_sources:
+        producer_config["message.max.bytes"] = min(1_000_000_000, max(1000, *room))
+    if "batch.size" not in producer_sources:
+        producer_config["batch.size"] = max(1, min(PRODUCER_DEFAULT_BATCH_BYTES, *room))
+    log.info("record limits: %s", ", ".join(f"{t} {usable(found[t])} bytes" for t in topics))
+    return TopicLimits.of_topics(found, int(producer_config["message.max.bytes"]))
 
 
 class KafkaSource:
@@ -133,6 +187,7 @@ class KafkaSource:
         full = {"error_cb": _on_error, "on_commit": committed, **config}
         self._consumer = _client(Consumer, full, sources)
         self.paused = False
+        self._held: set[TP] = set()  # partitions paused on their own (``hold``)
 
     def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback,
                   on_revoke: RebalanceCallback, on_lost: RebalanceCallback) -> None:
@@ -141,6 +196,7 @@ class KafkaSource:
             if self.paused:
                 # Joined while backpressure holds: these must not be fetched either.
                 consumer.pause(partitions)
+            self._held -= {(p.topic, p.partition) for p in partitions}
             on_assign([(p.topic, p.partition) for p in partitions])
 
         def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -155,9 +211,9 @@ class KafkaSource:
         """Up to ``max_records`` records; client-level errors are logged or raised.
 
         What is already fetched is taken without waiting; only when there is nothing does
-        it wait, and then for the first record alone. (``consume(n, t)`` waits until it
-        has n records or t has passed, which at low load added up to t to every event's
-        latency: measured p50 65 ms at 2,000 events/s.)"""
+        it wait, and then for the first record alone: ``consume(n, t)`` waits until it has
+        n records or t has passed, which at low load adds up to t to every event's
+        latency (figures in docs/benchmarks.md)."""
         messages: list[Message] = self._consumer.consume(max_records, 0)
         if not messages and timeout > 0:
             messages = self._consumer.consume(1, timeout)
@@ -182,8 +238,27 @@ class KafkaSource:
         self.paused = True
 
     def resume(self) -> None:
-        self._consumer.resume(self._consumer.assignment())
+        self._consumer.resume([p for p in self._consumer.assignment()
+                               if (p.topic, p.partition) not in self._held])
         self.paused = False
+
+    def hold(self, tps: list[TP]) -> None:
+        """Stop fetching these partitions until ``release``, whatever ``resume`` does
+        meanwhile (a pipeline waiting on a partition's first record, for one)."""
+        owned = self._owned(tps)
+        self._held |= {(p.topic, p.partition) for p in owned}
+        if owned:
+            self._consumer.pause(owned)
+
+    def release(self, tps: list[TP]) -> None:
+        self._held -= set(tps)
+        owned = self._owned(tps)
+        if owned and not self.paused:
+            self._consumer.resume(owned)
+
+    def _owned(self, tps: list[TP]) -> list[TopicPartition]:
+        wanted = set(tps)
+        return [p for p in self._consumer.assignment() if (p.topic, p.partition) in wanted]
 
     def store(self, positions: Mapping[TP, int]) -> None:
         """Mark positions for the background auto-commit (at-least-once)."""
@@ -256,6 +331,11 @@ class KafkaSink:
             except BufferError:
                 # librdkafka's local queue is full: serve deliveries until there is room.
                 self._producer.poll(0.05)
+            except KafkaException as error:
+                # Records are sized against their topic before they get here
+                # (processor.runtime.size_limits), so this is not one record's fault.
+                raise DeliveryError(f"the producer refused a record for {topic}: "
+                                    f"{error.args[0].str()}") from None
 
     def _failed(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

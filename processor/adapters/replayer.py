@@ -87,6 +87,9 @@ class Replayer:
         if not accept.accepts(reason, written_ms):
             result.passed_over += 1
             return
+        if self._headers.omitted in found:
+            result.incomplete += 1  # the original is only in the input topic now
+            return
         result.moved += 1
         if dry_run:
             return

@@ -61,6 +61,10 @@ class RuntimeMetrics:
                                    "Input record timestamp to output delivery.")
         self._produce_errors = self.counter("produce_errors",
                                             "Outputs or dead letters the broker did not confirm.")
+        self._trimmed = self.counter("dead_letters_trimmed",
+                                     "Dead letters that left out the original value (or "
+                                     "headers, or key) to fit the dead-letter topic, by reason.",
+                                     ("reason",))
         self._commits = self.counter("commits", "Offset commits by result.", ("result",))
         self._last_commit = self.gauge("last_commit_timestamp_seconds",
                                        "Wall time of the last successful commit.")
@@ -83,6 +87,8 @@ class RuntimeMetrics:
         # Series exist at 0 from the start, so rate() and absent() behave on dashboards.
         for outcome, reason in outcomes:
             self._events.labels(outcome, reason)
+            if outcome == "dead_lettered":
+                self._trimmed.labels(reason)
         for result in ("ok", "error"):
             self._commits.labels(result)
 
@@ -119,6 +125,10 @@ class RuntimeMetrics:
 
     def produce_error(self) -> None:
         self._produce_errors.inc()
+
+    def dead_letters_trimmed(self, counts: dict[str, int]) -> None:
+        for reason, n in counts.items():
+            self._trimmed.labels(reason).inc(n)
 
     def committed(self, ok: bool, wall_time: float) -> None:
         self._commits.labels("ok" if ok else "error").inc()

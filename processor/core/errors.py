@@ -7,7 +7,9 @@
     │   └── AudienceError           the conversions audiences file is wrong (names the audience)
     ├── FatalError                  the stage must stop; nothing in flight is committed
     │   ├── ProviderAuthError       the provider refused the key (401/403)
-    │   └── DeliveryError           an output or dead letter could not be delivered
+    │   ├── DestinationRefusedError an ad platform refused the credentials or a permission
+    │   ├── DeliveryError           an output or dead letter could not be delivered
+    │   └── UnexpectedError         anything else raised in the stage: a bug, stopped like the rest
     ├── RecordError                 one record cannot be processed: it is dead-lettered
     │   ├── DecodeError             the value is not an event: not JSON, not an object, not Avro
     │   │   ├── NotAnObjectError        valid JSON, but not an object
@@ -20,7 +22,13 @@
     │   ├── ProviderRejectedError   the provider answered 422 for this email
     │   ├── RetriesExhaustedError   a retryable failure outlived its retries or deadline
     │   ├── LookupPendingError      the provider kept answering 202 past the deadline
-    │   └── UnreadableInternalError a repartition record the conversions stage cannot read
+    │   ├── UnusableAnswerError     the provider's 200 cannot be read: not decodable, not JSON,
+    │   │   │                       not the expected shape (this email's answer, not its health)
+    │   │   └── AnswerTooLargeError     the answer is larger than PROCESSOR_MAX_ANSWER_BYTES
+    │   ├── OutputTooLargeError     an output is larger than its topic takes (either stage)
+    │   ├── UnreadableInternalError a repartition record the conversions stage cannot read
+    │   ├── UnreadableConversionError  a conversions-topic record the sender cannot read
+    │   └── PlatformRejectedError   an ad platform refused one conversion for good
     └── ProviderError               a lookup attempt failed (handled inside the lookup pool)
         ├── TransientProviderError  timeout, 5xx, connection error: retry with backoff
         ├── RateLimitedError        429: the whole pool waits until ``retry_at``
@@ -38,6 +46,8 @@ than the data is.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
+
+from processor.core.redact import redact
 
 if TYPE_CHECKING:
     from processor.core.records import SourceRecord
@@ -68,8 +78,25 @@ class ProviderAuthError(FatalError):
     """The enrichment provider refused the API key."""
 
 
+class DestinationRefusedError(FatalError):
+    """An ad platform refused the sender's credentials or a permission (a bad token, a
+    missing grant, an account not allowed): no conversion can go there until it is fixed.
+    The message names the audience and the destination, never the credential."""
+
+
 class DeliveryError(FatalError):
     """Kafka did not confirm delivery of an output or dead letter."""
+
+
+class UnexpectedError(FatalError):
+    """An exception nobody foresaw (a bug, a library failing in a new way). The stage
+    stops as for any fatal error rather than crashing with a traceback: exit 3, and
+    nothing past the failure is committed, so the next run processes it again."""
+
+    @classmethod
+    def of(cls, error: BaseException, where: str) -> UnexpectedError:
+        # The library's text may quote data (a key, an address): redacted.
+        return cls(f"unexpected {type(error).__name__} in {where}: {redact(str(error))}")
 
 
 class RecordError(ProcessorError):
@@ -136,10 +163,49 @@ class LookupPendingError(RecordError):
     reason = "lookup_pending_timeout"
 
 
+class UnusableAnswerError(RecordError):
+    """The provider answered this email, but with something that cannot be used: a body
+    that does not decode (its Content-Encoding), is not JSON, or is not shaped as an
+    answer. Not retried (the same email gets the same answer, and each lookup may be
+    paid for) and no mark against the provider's health: one email's odd answer must
+    not open the circuit for everybody. ``status`` is its label in the lookup metrics."""
+
+    reason = "bad_answer"
+    status: ClassVar[str] = "bad_body"
+
+
+class AnswerTooLargeError(UnusableAnswerError):
+    """The answer is larger than the configured cap; it was not read past the cap."""
+
+    reason = "answer_too_large"
+    status = "too_large"
+
+
+class OutputTooLargeError(RecordError):
+    """The record's output is larger than the output topic's ``max.message.bytes`` allows
+    (``processor.runtime.size_limits``): the input is dead-lettered instead."""
+
+    reason = "output_too_large"
+
+
 class UnreadableInternalError(RecordError):
     """A record on the conversions stage's own repartition topics that it cannot read."""
 
     reason = "unreadable_internal"
+
+
+class UnreadableConversionError(RecordError):
+    """A record on the conversions topic that is not a conversion the sender can send
+    (``schemas/conversion.schema.json``)."""
+
+    reason = "unreadable_conversion"
+
+
+class PlatformRejectedError(RecordError):
+    """An ad platform refused one conversion for good. The dead letter's reason header is
+    the platform's own code (``meta_100_2804001``, ``google_invalid_sha256_format``)."""
+
+    reason = "platform_rejected"
 
 
 class ProviderError(ProcessorError):

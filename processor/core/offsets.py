@@ -110,8 +110,29 @@ class OffsetLedger(Generic[P]):
         """Records consumed and not yet accounted for, over all partitions."""
         return sum(len(lg) for lg in self._partitions.values())
 
+    def take_done(self) -> tuple[list[Slot[P]], dict[TopicPartition, int]]:
+        """Transactional: the leading done slots of every partition, taken out, and the
+        positions they reach."""
+        taken: list[Slot[P]] = []
+        positions: dict[TopicPartition, int] = {}
+        for tp, ledger in self._partitions.items():
+            leading = ledger.take_leading(_is_done)
+            if leading:
+                taken += leading
+                positions[tp] = leading[-1].offset + 1
+        return taken, positions
+
+    def unfinished(self, tps: list[TopicPartition] | None = None) -> int:
+        """Slots (of ``tps``, or of every partition) not done yet."""
+        return sum(sum(1 for slot in ledger if not slot.done)
+                   for tp, ledger in self._partitions.items() if tps is None or tp in tps)
+
     def items(self) -> Iterator[tuple[TopicPartition, PartitionLedger[P]]]:
         return iter(list(self._partitions.items()))
 
     def __contains__(self, tp: object) -> bool:
         return tp in self._partitions
+
+
+def _is_done(slot: Slot[P]) -> bool:
+    return slot.done

@@ -24,3 +24,4 @@ class ReplayResult:
     read: int = 0
     moved: int = 0
     passed_over: int = 0
+    incomplete: int = 0  # dead letters that left out part of the original: not replayable

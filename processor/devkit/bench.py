@@ -1,4 +1,4 @@
-"""``make bench``: the stage's figures, measured on the real local broker and server.
+"""``make bench``: the stage's figures, measured on a real broker and the local server.
 
 Every scenario runs ``processor run`` as its own process (as in production) on
 fresh topics, and reads its figures from the outside:
@@ -6,324 +6,71 @@ fresh topics, and reads its figures from the outside:
 * throughput from the output topic's end offsets, polled every 20 ms, between
   10% and 90% of the outputs, so start-up, group joining and the tail are not
   counted;
-* CPU from ``/proc/<pid>/stat`` over the same window, per event or per lookup;
+* CPU from ``/proc/<pid>/stat`` over the same window, per event or per lookup,
+  and the cores that makes; how busy the busiest thread was (running, or
+  runnable and waiting for a CPU, from ``schedstat``): a run with a backlog whose
+  busiest thread was busy less than 0.85 of the time, held by nothing it is meant
+  to respect, is flagged idle-bound;
 * peak memory from ``VmHWM`` (the peak resident set) in ``/proc/<pid>/status``,
   and the peaks of ``VmRSS`` in the first and second half of the outputs;
 * latency from the broker's append times of each input and its output.
 
-Figures that depend on a shared machine's speed are given as ratios measured in
-the same run. Results go to a table on stdout and to ``bench-results.json``.
-This is a benchmark, not a test: nothing fails on a slow figure; the table
-says which targets were met.
+The cached path runs analytics.js-shaped events of three sizes (about 0.4, 1.5
+and 6 kB), the bare loop the same events. The broker is ``KAFKA_BOOTSTRAP_SERVERS``
+when set, else a local one of ``--kafka-version``. Figures that depend on a shared
+machine's speed are given as ratios measured in the same run. Results go to a
+table on stdout and to ``bench-results.json``. This is a benchmark, not a test:
+nothing fails on a slow figure; the table says which targets were met.
 
     python -m processor.devkit.bench [--quick] [--only NAME ...] [--json FILE]
+        [--kafka-version 3.9.1] [--env PROCESSOR_KAFKA_CONSUMER_...=VALUE ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-
-from processor.devkit.broker import LocalKafka, create_topics
+from processor.devkit.bench_rig import KEY, Bench, kafka, machine, say
+from processor.devkit.bench_scenarios import SCENARIOS, table
+from processor.devkit.broker import KAFKA_VERSION
 from processor.devkit.clearbit_server import ClearbitServer
-from processor.devkit.samples import identify, person_email
-
-KEY = "sk_test_local"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-# --- measuring a process from the outside ------------------------------------------------
-
-
-class ProcessWatch(threading.Thread):
-    """Samples a process's CPU time every 10 ms (for CPU over a window) and reads its peak RSS."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.samples: list[tuple[float, float]] = []  # (wall time, cpu seconds)
-        self.rss: list[tuple[float, int]] = []  # (wall time, resident bytes)
-        self.peak_rss = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu = (int(fields[11]) + int(fields[12])) / TICK
-                self.samples.append((time.time(), cpu))
-                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
-                    elif line.startswith("VmRSS:"):
-                        self.rss.append((time.time(), int(line.split()[1]) * 1024))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                return
-            time.sleep(0.01)
-
-    def cpu_between(self, start: float, end: float) -> float:
-        def at(moment: float) -> float:
-            before = [cpu for t, cpu in self.samples if t <= moment]
-            return before[-1] if before else (self.samples[0][1] if self.samples else 0.0)
-        return at(end) - at(start)
-
-    def peak_rss_between(self, start: float, end: float) -> int:
-        return max((rss for t, rss in self.rss if start <= t <= end), default=0)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(2)
-
-
-@dataclass
-class Running:
-    process: subprocess.Popen[bytes]
-    watch: ProcessWatch
-    log: Path
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(10)
-        self.watch.stop()
-        return code
-
-
-@dataclass
-class Bench:
-    bootstrap: str
-    clearbit: ClearbitServer
-    workdir: Path
-
-    def topics(self, name: str, partitions: int = 3,
-               config: dict[str, str] | None = None) -> dict[str, str]:
-        prefix = f"bench-{name}-{uuid.uuid4().hex[:6]}"
-        names = {"input": f"{prefix}-in", "output": f"{prefix}-out", "dlq": f"{prefix}-dlq",
-                 "group": f"{prefix}-group"}
-        create_topics(self.bootstrap, {names["input"]: partitions}, config=config)
-        create_topics(self.bootstrap, {names["output"]: partitions, names["dlq"]: 1},
-                      config={"message.timestamp.type": "LogAppendTime"})
-        return names
-
-    def start_processor(self, names: dict[str, str], **env: str) -> Running:
-        environment = {k: v for k, v in os.environ.items()
-                       if not k.startswith(("PROCESSOR_", "CLEARBIT_"))}
-        environment.update({
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "PROCESSOR_INPUT_TOPIC": names["input"],
-            "PROCESSOR_OUTPUT_TOPIC": names["output"], "PROCESSOR_DLQ_TOPIC": names["dlq"],
-            "PROCESSOR_GROUP_ID": names["group"], "CLEARBIT_API_KEY": KEY,
-            "CLEARBIT_BASE_URL": self.clearbit.url, "PROCESSOR_METRICS_PORT": "0",
-            "PROCESSOR_LOG_FORMAT": "json", "PROCESSOR_LOG_LEVEL": "WARNING",
-            "CLEARBIT_RATE_LIMIT_PER_MINUTE": "0",
-        })
-        environment.update(env)
-        return self._spawn([sys.executable, "-m", "processor", "run"], environment, names)
-
-    def start_bare_loop(self, names: dict[str, str], pad_bytes: int = 0) -> Running:
-        return self._spawn([sys.executable, "-m", "processor.devkit.bare_loop", self.bootstrap,
-                            names["input"], names["output"], names["group"], str(pad_bytes)],
-                           dict(os.environ), names)
-
-    def _spawn(self, argv: list[str], env: dict[str, str], names: dict[str, str]) -> Running:
-        log = self.workdir / f"{names['group']}-{uuid.uuid4().hex[:4]}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        watch = ProcessWatch(process.pid)
-        watch.start()
-        return Running(process, watch, log)
-
-
-# --- input and output -------------------------------------------------------------------
-
-
-def produce(bootstrap: str, topic: str, events: Iterator[tuple[bytes, Any]],
-            rate: float | None = None,
-            encode: Callable[[Any], bytes] = orjson.dumps) -> int:
-    """Produce events as fast as possible, or at ``rate`` per second."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
-    count = 0
-    started = time.monotonic()
-    for key, event in events:
-        while True:
-            try:
-                producer.produce(topic, encode(event), key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        count += 1
-        if count % 5000 == 0:
-            producer.poll(0)
-        if rate and count % 50 == 0:
-            ahead = count / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-    producer.flush(120)
-    return count
-
-
-def cached_events(count: int, distinct: int, offset: int = 0) -> Iterator[tuple[bytes, Any]]:
-    for i in range(offset, offset + count):
-        person = i % distinct
-        yield (f"user-{i % 1000}".encode(),
-               identify(person_email(person), user_id=f"user-{i % 1000}", message_id=f"b-{i}"))
-
-
-def new_email_events(count: int, tag: str) -> Iterator[tuple[bytes, Any]]:
-    for i in range(count):
-        yield (f"u-{i}".encode(), identify(f"person{i}.{tag}@bench{i % 97}.example",
-                                           user_id=f"u-{i}", message_id=f"{tag}-{i}"))
-
-
-def end_offsets(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}"})
-    try:
-        metadata = consumer.list_topics(topic, timeout=30)
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1]
-                   for p in metadata.topics[topic].partitions)
-    finally:
-        consumer.close()
-
-
-def _end_offsets_or_zero(bootstrap: str, topic: str) -> int:
-    try:
-        return end_offsets(bootstrap, topic)
-    except KafkaException:  # a fresh topic's leader is not elected yet
-        return 0
-
-
-class Progress:
-    """The output topic's record count over time, polled every 20 ms from outside: the
-    broker stamps a whole batch with one time, so record timestamps cannot give rates."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._consumer = Consumer({"bootstrap.servers": bootstrap,
-                                   "group.id": f"progress-{uuid.uuid4()}"})
-        metadata = self._consumer.list_topics(topic, timeout=30)
-        self._parts = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-        self.points: list[tuple[float, int]] = []
-
-    def count(self) -> int:
-        """Records in the topic now; the last count while a fresh topic's partition has
-        no leader yet (the broker answers NOT_LEADER_FOR_PARTITION for a moment)."""
-        try:
-            return sum(self._consumer.get_watermark_offsets(p, 10, cached=False)[1]
-                       for p in self._parts)
-        except KafkaException:
-            return self.points[-1][1] if self.points else 0
-
-    def follow(self, target: int, timeout: float, stall: float = 60.0) -> None:
-        """Until ``target`` records are out; gives up after ``timeout`` seconds, or after
-        ``stall`` seconds without a new record."""
-        deadline = time.monotonic() + timeout
-        moved, last = time.monotonic(), -1
-        try:
-            while True:
-                seen = self.count()
-                self.points.append((time.time(), seen))
-                if seen >= target:
-                    return
-                now = time.monotonic()
-                if seen != last:
-                    moved, last = now, seen
-                if now > deadline or now - moved > stall:
-                    raise TimeoutError(f"only {seen} of {target} outputs after "
-                                       f"{now - deadline + timeout:.0f}s")
-                time.sleep(0.02)
-        finally:
-            self._consumer.close()
-
-    def window(self, low: float = 0.1, high: float = 0.9) -> tuple[float, float, int]:
-        """(start, end, records) between the moments ``low`` and ``high`` of the total were
-        out."""
-        total = self.points[-1][1]
-        start = next(p for p in self.points if p[1] >= total * low)
-        end = next(p for p in self.points if p[1] >= total * high)
-        return start[0], end[0], end[1] - start[1]
-
-
-def wait_for_outputs(bootstrap: str, topic: str, count: int, timeout: float) -> None:
-    """Wait until ``topic`` holds ``count`` records."""
-    deadline = time.monotonic() + timeout
-    while _end_offsets_or_zero(bootstrap, topic) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{topic}: fewer than {count} records after {timeout:.0f}s")
-        time.sleep(0.25)
-
-
-@contextmanager
-def kafka() -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS if set, else the local broker (as the tests do)."""
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    with LocalKafka() as broker:
-        yield broker.bootstrap_servers
-
-
-@contextmanager
-def schema_registry() -> Iterator[str]:
-    """SCHEMA_REGISTRY_URL if set, else the local Apicurio Registry (as the tests do)."""
-    given = os.environ.get("SCHEMA_REGISTRY_URL")
-    if given:
-        yield given
-        return
-    from processor.devkit.registry import LocalRegistry  # noqa: PLC0415 - Avro only
-
-    with LocalRegistry() as registry:
-        yield registry.url
-
-
-Scenario = Callable[[Bench, bool], dict[str, Any]]
-
-
-def machine() -> dict[str, Any]:
-    return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith(("PROCESSOR_", "CLEARBIT_")):
+        raise argparse.ArgumentTypeError(f"expected PROCESSOR_...=VALUE, got {text!r}")
+    return name, value
 
 
 def main(argv: list[str] | None = None) -> int:
-    from processor.devkit.bench_scenarios import SCENARIOS, table  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(prog="bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="some scenarios")
     parser.add_argument("--json", default="bench-results.json", help="where figures go")
+    parser.add_argument("--kafka-version", default=KAFKA_VERSION,
+                        help="the local broker's Apache Kafka release (%(default)s; 3.x works "
+                             "too), unless KAFKA_BOOTSTRAP_SERVERS names a cluster")
+    parser.add_argument("--env", type=_setting, action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="a setting for every stage and bare loop of the run (repeatable)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    report: dict[str, Any] = {"machine": machine(), "quick": args.quick, "scenarios": {}}
+    report: dict[str, Any] = {"machine": machine(), "quick": args.quick, "scenarios": {},
+                              "env": dict(args.env)}
     say(f"bench: {report['machine']['date']}, {report['machine']['cores']} cores, "
         f"{'quick' if args.quick else 'full'} sizes; process logs in {workdir}")
-    with kafka() as bootstrap, ClearbitServer(key=KEY) as clearbit:
-        bench = Bench(bootstrap, clearbit, workdir)
+    with kafka(args.kafka_version) as (bootstrap, broker), ClearbitServer(key=KEY) as clearbit:
+        report["broker"] = broker
+        say(f"broker: {broker}" + (f"; settings {report['env']}" if args.env else ""))
+        bench = Bench(bootstrap, clearbit, workdir, stage_env=dict(args.env))
         for name in args.only or list(SCENARIOS):
             say(f"\n== {name}")
             clearbit.reset()

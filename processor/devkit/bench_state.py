@@ -167,7 +167,7 @@ def state_figures(bootstrap: str, quick: bool) -> dict[str, Any]:
     }
 
 
-def _table(figures: dict[str, Any]) -> str:
+def table(figures: dict[str, Any]) -> str:
     small, large = (str(size) for size in figures["sizes"])
     before, after = figures["load_average"]
     lines = [f"restore: {figures['restore_records_per_s']:,.0f} records/s from a {int(large):,}"
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with LocalKafka() as broker:
             figures = state_figures(broker.bootstrap_servers, args.quick)
-    print(_table(figures))
+    print(table(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -58,6 +58,9 @@ KAFKA_VERSION = "4.3.1"
 _KIT = Path(__file__).resolve().parent / "kafka"
 POM = _KIT / "pom.xml"
 LOG4J_CONFIG = _KIT / "log4j2.properties"
+# Kafka 3.x (a second broker version for the benchmark) logs to log4j 1.x (reload4j).
+POM_KAFKA3 = _KIT / "pom-kafka3.xml"
+LOG4J1_CONFIG = _KIT / "log4j.properties"
 # Maven 3.8's default dependency plugin is 2.8, too old for today's POMs: pin it.
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 _JAVA_HINT = "a Java 17+ runtime (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)"
@@ -78,6 +81,17 @@ def cache_root(version: str = KAFKA_VERSION) -> Path:
     return Path(base) / "clearbit-enrichment" / f"kafka-{version}"
 
 
+def _pom(version: str) -> Path:
+    return POM_KAFKA3 if version.startswith("3.") else POM
+
+
+def logging_flag(version: str) -> str:
+    """The JVM flag that points this version's logging binding at its configuration."""
+    if version.startswith("3."):
+        return f"-Dlog4j.configuration=file:{LOG4J1_CONFIG}"
+    return f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"
+
+
 def ensure_kafka_libs(version: str = KAFKA_VERSION) -> Path:
     """Return the folder of Kafka's runtime jars, resolving them with Maven the first time.
 
@@ -90,7 +104,8 @@ def ensure_kafka_libs(version: str = KAFKA_VERSION) -> Path:
     root = cache_root(version)
     lib = root / "lib"
     marker = root / "resolved"
-    stamp = hashlib.sha256(version.encode() + b"\0" + POM.read_bytes()).hexdigest()
+    pom = _pom(version)
+    stamp = hashlib.sha256(version.encode() + b"\0" + pom.read_bytes()).hexdigest()
     if _read_text(marker) == stamp:
         return lib
     mvn = _require("mvn", _MAVEN_HINT)
@@ -101,7 +116,7 @@ def ensure_kafka_libs(version: str = KAFKA_VERSION) -> Path:
             return lib  # another process resolved it while this one waited
         shutil.rmtree(lib, ignore_errors=True)
         command = [
-            mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM),
+            mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(pom),
             f"{_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime",
             f"-DoutputDirectory={lib}", f"-Dkafka.version={version}",
         ]
@@ -480,7 +495,7 @@ class LocalKafka:
         if self._dir is None:
             self._prepare(java, lib)
         properties = self.data_dir / "server.properties"
-        argv = [java, "-Xmx512m", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        argv = [java, "-Xmx512m", logging_flag(self.version),
                 "-cp", f"{lib}/*", "kafka.Kafka", str(properties)]
         began = time.monotonic()
         self._pid = _spawn(argv, self.log_path, detach=self._detach)
@@ -562,7 +577,7 @@ class LocalKafka:
             port, controller_port = _free_ports(2)
             properties = folder / "server.properties"
             properties.write_text(server_properties(port, controller_port, folder / "kafka-logs"))
-            command = [java, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{lib}/*",
+            command = [java, logging_flag(self.version), "-cp", f"{lib}/*",
                        "kafka.tools.StorageTool", "format", "--ignore-formatted",
                        # "--cluster-id=" form: a random id may start with "-", which
                        # as a separate argument would be read as an option (1 in 64).

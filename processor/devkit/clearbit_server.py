@@ -19,6 +19,14 @@ picks the answer::
     nobody...@                         200, person and company null
     anything else                      200 found (free-mail domains: company null)
 
+Rules can also make an answer hostile, to test what a client does with it:
+``size`` pads a 200's record to that many bytes (a long ``person.padding``),
+``encoding`` compresses the body (``gzip``) or only claims to (``bad-gzip``:
+``Content-Encoding: gzip`` on bytes that are not), ``drip_ms`` sends the body one
+byte every that many ms, ``chunked`` streams it without a ``Content-Length``; a
+``body`` of any shape (text that is not JSON, a person that is a list) and any
+``headers`` (``Retry-After: 999999999``) are sent as given.
+
 A request goes through these checks, first match wins: outage ``drop``/``refuse``
 (the connection is closed unanswered), the forced-429 window, outage ``status``,
 unknown route (404 ``unknown_route``), authentication (401), the rate limit
@@ -42,7 +50,8 @@ Control API (JSON, no auth), mirrored by ``ClearbitServer``'s methods::
     GET    /_control/config      the current knobs (never the key)
     GET    /_control/rules       the rules by email
     POST   /_control/rules       {"email", "status", "delay_ms", "times", "body", "headers",
-                                 "content_type"}, or {"rules": [...]}
+                                 "content_type", "size", "encoding", "drip_ms",
+                                 "chunked"}, or {"rules": [...]}
     DELETE /_control/rules       all of them, or ?email=
     POST   /_control/latency     {"latency_ms": 50}
     POST   /_control/rate-limit  {"per_minute": 600, "retry_after": false}   (0: no limit)
@@ -70,6 +79,7 @@ import base64
 import binascii
 import concurrent.futures
 import dataclasses
+import gzip
 import logging
 import math
 import re
@@ -177,7 +187,10 @@ class Rule:
     ``status`` None keeps the default answer (useful with ``delay_ms``); ``times``
     None applies forever, else the rule is dropped after that many requests;
     ``body`` None sends Clearbit's body for the status (the record for 200), a str
-    is sent verbatim, anything else as JSON.
+    is sent verbatim, anything else as JSON. ``size`` pads a 200's record (the
+    default one, or a ``body`` object with a person) to that many bytes;
+    ``encoding`` is None, ``gzip`` or ``bad-gzip``; ``drip_ms`` > 0 sends the body
+    one byte at a time, that many ms apart; ``chunked`` sends no Content-Length.
     """
 
     status: int | None = None
@@ -186,12 +199,19 @@ class Rule:
     body: Any = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     content_type: str | None = None
+    size: int | None = None
+    encoding: str | None = None
+    drip_ms: float = 0.0
+    chunked: bool = False
 
     def __post_init__(self) -> None:
         if self.status is not None and not 200 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP status code, not {self.status}")
         if self.delay_ms < 0 or (self.times is not None and self.times < 1):
             raise ValueError("delay_ms must be >= 0 and times >= 1 (or null)")
+        if self.encoding not in ENCODINGS or self.drip_ms < 0 or (
+                self.size is not None and self.size < 0):
+            raise ValueError(f"encoding must be one of {ENCODINGS}, drip_ms and size >= 0")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> tuple[str, Rule]:
@@ -207,8 +227,14 @@ class Rule:
             raise ValueError("headers must be an object of strings")
         if content_type is not None and not isinstance(content_type, str):
             raise ValueError("content_type must be a string")
+        size, encoding = data.get("size"), data.get("encoding")
+        if not (size is None or _is_int(size)) or not (encoding is None
+                                                       or isinstance(encoding, str)):
+            raise ValueError("size must be an integer or null, encoding a string or null")
         return email, cls(status=status, delay_ms=_number(data, "delay_ms", 0.0), times=times,
-                          body=data.get("body"), headers=headers, content_type=content_type)
+                          body=data.get("body"), headers=headers, content_type=content_type,
+                          size=size, encoding=encoding, drip_ms=_number(data, "drip_ms", 0.0),
+                          chunked=_flag(data, "chunked", False))
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "headers": dict(self.headers)}
@@ -246,6 +272,13 @@ class Reply(NamedTuple):
     headers: Mapping[str, str] = {}
     delay: float = 0.0
     cause: str = "default"
+    drip: float = 0.0  # seconds between the body's bytes (0: all at once)
+    chunked: bool = False
+    rule: Rule | None = None  # the rule that made it, if one did
+
+
+ENCODINGS = (None, "gzip", "bad-gzip")
+STREAM_CHUNK = 64 * 1024
 
 
 FLAVORS = ("clearbit", "hunter")
@@ -336,7 +369,7 @@ class SlidingWindow:
         return self._times[0] + WINDOW_SECONDS - now if self._times else WINDOW_SECONDS
 
 
-class Behaviour:
+class Responder:
     """Every knob, the request log and the counts; decides each answer.
 
     No I/O and no awaiting: the aiohttp service calls ``lookup`` and sleeps the
@@ -425,6 +458,7 @@ class Behaviour:
         reply = self._decide(method, path, email, verdict, now)
         if self.settings.flavor == "hunter" and reply.status:
             reply = hunter_reply(reply)
+        reply = _delivered(reply)
         rate_headers = self._rate_headers(now, wall)
         if rate_headers:
             reply = reply._replace(headers={**reply.headers, **rate_headers})
@@ -484,8 +518,10 @@ class Behaviour:
             reply = Reply(202)
         else:
             reply = error_reply(rule.status, "rule")
+        if rule.size is not None and reply.status in (200, 201) and reply.body:
+            reply = reply._replace(body=padded(reply.body, rule.size))
         return reply._replace(headers={**reply.headers, **rule.headers}, cause="rule",
-                              delay=reply.delay + rule.delay_ms / 1000)
+                              delay=reply.delay + rule.delay_ms / 1000, rule=rule)
 
     def _default(self, email: str) -> Reply:  # noqa: PLR0911 - one rung per prefix
         local = email.partition("@")[0]
@@ -560,19 +596,49 @@ def _normalize(email: str) -> str:
     return email.strip().lower()
 
 
+def padded(body: bytes, size: int) -> bytes:
+    """A 200 body made ``size`` bytes long by a ``person.padding`` string (unchanged when
+    it is already as long, or has no person object to pad)."""
+    parsed = orjson.loads(body)
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("person"), dict):
+        return body
+    parsed["person"]["padding"] = ""
+    room = size - len(orjson.dumps(parsed))
+    if room <= 0:
+        return body
+    parsed["person"]["padding"] = "x" * room
+    return orjson.dumps(parsed)
+
+
+def _delivered(reply: Reply) -> Reply:
+    """The rule's ways of delivering an answer badly, applied last (after Hunter's
+    envelope): the encoding, the drip, the chunks."""
+    rule = reply.rule
+    if rule is None:
+        return reply
+    body, headers = reply.body, dict(reply.headers)
+    if rule.encoding == "gzip":
+        body = gzip.compress(body, compresslevel=6)
+        headers["Content-Encoding"] = "gzip"
+    elif rule.encoding == "bad-gzip":
+        headers["Content-Encoding"] = "gzip"  # and the bytes are left as they are
+    return reply._replace(body=body, headers=headers, drip=rule.drip_ms / 1000,
+                          chunked=rule.chunked)
+
+
 class ControlError(ValueError):
     """A control request the server cannot follow (answered 400)."""
 
 
 class ClearbitService:
-    """The aiohttp application around a ``Behaviour``: API routes, control routes, the port.
+    """The aiohttp application around a ``Responder``: API routes, control routes, the port.
 
     Runs on whatever event loop starts it: ``ClearbitServer`` gives it a thread of
     its own, the command line runs it on the main loop.
     """
 
     def __init__(self, settings: ServerSettings) -> None:
-        self.behaviour = Behaviour(settings)
+        self.responder = Responder(settings)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._host, self._port = "127.0.0.1", 0
@@ -609,7 +675,7 @@ class ClearbitService:
         await self._runner.setup()
         self._host, self._port = host, port
         await self._listen()
-        settings = self.behaviour.settings
+        settings = self.responder.settings
         if settings.outage != "off":
             await self.set_outage(settings.outage, settings.outage_status)
         log.info("Clearbit-compatible server listening on %s", self.url)
@@ -632,8 +698,8 @@ class ClearbitService:
         if self._outage_timer is not None:
             self._outage_timer.cancel()
             self._outage_timer = None
-        behaviour = self.behaviour
-        behaviour.outage, behaviour.outage_status = mode, status
+        responder = self.responder
+        responder.outage, responder.outage_status = mode, status
         if mode == "refuse" and self._site is not None:
             await self._site.stop()
             self._site = None
@@ -644,8 +710,8 @@ class ClearbitService:
         log.info("outage mode %s (status %s, seconds %s)", mode, status, seconds)
 
     async def reset(self) -> None:
-        settings = self.behaviour.settings
-        self.behaviour.reset()
+        settings = self.responder.settings
+        self.responder.reset()
         await self.set_outage(settings.outage, settings.outage_status)
 
     async def _listen(self) -> None:
@@ -662,23 +728,25 @@ class ClearbitService:
         task.add_done_callback(self._tasks.discard)
 
     async def _lookup(self, request: web.Request) -> web.StreamResponse:
-        behaviour = self.behaviour
-        behaviour.in_flight += 1
-        behaviour.peak = max(behaviour.peak, behaviour.in_flight)
+        responder = self.responder
+        responder.in_flight += 1
+        responder.peak = max(responder.peak, responder.in_flight)
         try:
-            reply = behaviour.lookup(request.method, request.path, request.query,
+            reply = responder.lookup(request.method, request.path, request.query,
                                      request.headers, time.monotonic(), time.time())
             if reply.status == 0:
                 if request.transport is not None:
                     request.transport.abort()
                 return web.Response(status=503)  # never sent: the connection is gone
-            delay = reply.delay + behaviour.latency
+            delay = reply.delay + responder.latency
             if delay > 0:
                 await asyncio.sleep(delay)
             headers = {"Content-Type": JSON_TYPE, **reply.headers}
+            if reply.drip or reply.chunked:
+                return await _stream(request, reply, headers)
             return web.Response(body=reply.body, status=reply.status, headers=headers)
         finally:
-            behaviour.in_flight -= 1
+            responder.in_flight -= 1
 
     # Control routes: JSON in, JSON out, 400 with Clearbit's error shape when refused.
 
@@ -686,10 +754,10 @@ class ClearbitService:
         return _json({"ok": True})
 
     async def _config(self, _: web.Request) -> web.Response:
-        return _json(self.behaviour.config())
+        return _json(self.responder.config())
 
     async def _rules(self, _: web.Request) -> web.Response:
-        return _json(self.behaviour.config()["rules"])
+        return _json(self.responder.config()["rules"])
 
     async def _add_rules(self, request: web.Request) -> web.Response:
         async def apply(data: dict[str, Any]) -> None:
@@ -697,16 +765,16 @@ class ClearbitService:
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise ControlError("rules must be a list of objects")
             for email, rule in [Rule.from_json(item) for item in items]:
-                self.behaviour.set_rule(email, rule)
+                self.responder.set_rule(email, rule)
         return await self._control(request, apply)
 
     async def _delete_rules(self, request: web.Request) -> web.Response:
-        self.behaviour.clear_rules(request.query.get("email"))
-        return _json(self.behaviour.config())
+        self.responder.clear_rules(request.query.get("email"))
+        return _json(self.responder.config())
 
     async def _latency(self, request: web.Request) -> web.Response:
         async def apply(data: dict[str, Any]) -> None:
-            self.behaviour.set_latency(_number(data, "latency_ms", 0.0))
+            self.responder.set_latency(_number(data, "latency_ms", 0.0))
         return await self._control(request, apply)
 
     async def _rate_limit(self, request: web.Request) -> web.Response:
@@ -714,18 +782,18 @@ class ClearbitService:
             per_minute = data.get("per_minute", 0)
             if not _is_int(per_minute):
                 raise ControlError("per_minute must be an integer")
-            self.behaviour.set_rate_limit(per_minute, _flag(data, "retry_after", False))
+            self.responder.set_rate_limit(per_minute, _flag(data, "retry_after", False))
         return await self._control(request, apply)
 
     async def _force_429(self, request: web.Request) -> web.Response:
         async def apply(data: dict[str, Any]) -> None:
-            self.behaviour.force_429(_number(data, "seconds", 0.0),
+            self.responder.force_429(_number(data, "seconds", 0.0),
                                      _flag(data, "retry_after", False))
         return await self._control(request, apply)
 
     async def _quota(self, request: web.Request) -> web.Response:
         async def apply(data: dict[str, Any]) -> None:
-            self.behaviour.set_quota_exhausted(_flag(data, "exhausted", True))
+            self.responder.set_quota_exhausted(_flag(data, "exhausted", True))
         return await self._control(request, apply)
 
     async def _outage(self, request: web.Request) -> web.Response:
@@ -742,16 +810,16 @@ class ClearbitService:
 
     async def _requests(self, request: web.Request) -> web.Response:
         limit = request.query.get("limit", "")
-        entries = self.behaviour.requests(request.query.get("email"),
+        entries = self.responder.requests(request.query.get("email"),
                                           int(limit) if limit.isdigit() else None)
         return _json(entries)
 
     async def _stats(self, _: web.Request) -> web.Response:
-        return _json(self.behaviour.stats())
+        return _json(self.responder.stats())
 
     async def _reset(self, _: web.Request) -> web.Response:
         await self.reset()
-        return _json(self.behaviour.config())
+        return _json(self.responder.config())
 
     async def _control(self, request: web.Request,
                        apply: Callable[[dict[str, Any]], Awaitable[None]]) -> web.Response:
@@ -764,7 +832,29 @@ class ClearbitService:
         except ValueError as error:  # JSONDecodeError and ControlError are ValueErrors
             return web.Response(body=error_body("params_invalid", str(error)), status=400,
                                 content_type="application/json")
-        return _json(self.behaviour.config())
+        return _json(self.responder.config())
+
+
+async def _stream(request: web.Request, reply: Reply,
+                  headers: Mapping[str, str]) -> web.StreamResponse:
+    """The body a byte at a time (``drip``) or in chunks without a Content-Length."""
+    response = web.StreamResponse(status=reply.status, headers=headers)
+    if reply.chunked:
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = len(reply.body)
+    await response.prepare(request)
+    body = memoryview(reply.body)
+    step = 1 if reply.drip else STREAM_CHUNK
+    try:
+        for start in range(0, len(body), step):
+            await response.write(bytes(body[start:start + step]))
+            if reply.drip:
+                await asyncio.sleep(reply.drip)
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the client gave up reading: what the drip or the size is there to test
+    return response
 
 
 def _json(value: Any) -> web.Response:
@@ -835,8 +925,11 @@ class ClearbitServer:
     def set_rule(self, email: str, status: int | None = None, *, delay_ms: float = 0.0,
                  times: int | None = None, body: Any = None,
                  headers: Mapping[str, str] | None = None,
-                 content_type: str | None = None) -> None:
-        rule = Rule(status, delay_ms, times, body, dict(headers or {}), content_type)
+                 content_type: str | None = None, size: int | None = None,
+                 encoding: str | None = None, drip_ms: float = 0.0,
+                 chunked: bool = False) -> None:
+        rule = Rule(status, delay_ms, times, body, dict(headers or {}), content_type, size,
+                    encoding, drip_ms, chunked)
         self._call(lambda b: b.set_rule(email, rule))
 
     def clear_rules(self, email: str | None = None) -> None:
@@ -873,10 +966,10 @@ class ClearbitServer:
     def reset(self) -> None:
         self._await(lambda s: s.reset())
 
-    def _call(self, action: Callable[[Behaviour], T]) -> T:
-        """Run ``action`` on the server's loop: the behaviour is only touched from there."""
+    def _call(self, action: Callable[[Responder], T]) -> T:
+        """Run ``action`` on the server's loop: the responder is only touched from there."""
         async def run(service: ClearbitService) -> T:
-            return action(service.behaviour)
+            return action(service.responder)
         return self._await(run)
 
     def _await(self, action: Callable[[ClearbitService], Awaitable[T]]) -> T:

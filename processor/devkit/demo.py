@@ -1,4 +1,4 @@
-"""``make run``: the whole stage on this machine, start to finish, then everything stopped.
+"""``make run``: both stages on this machine, start to finish, then everything stopped.
 
 1. a Kafka broker (``KAFKA_BOOTSTRAP_SERVERS`` if set, else the local one from
    Maven Central's jars) and the Clearbit-compatible server;
@@ -6,13 +6,17 @@
    anonymous, a repeat, skips, a malformed one...);
 3. ``processor run`` as its own process, exactly as in production;
 4. the enriched events and the dead letters that come out, and the counts
-   from ``/metrics``; then SIGTERM to the processor and everything stopped.
+   from ``/metrics``;
+5. with ``processor run`` still running, the conversions stage on the same topics
+   (``processor.devkit.conversions_demo``): one visitor from an ad click to the
+   conversion record; then SIGTERM to both processes and everything stopped.
 
 ``--format avro`` (``make run FORMAT=avro``) does the same in Avro: a schema registry
 (``SCHEMA_REGISTRY_URL`` if set, else the local Apicurio Registry from Maven Central's
 jars), the sample events produced in the Confluent wire format, the processor run with
 ``PROCESSOR_INPUT_FORMAT=avro`` and ``PROCESSOR_OUTPUT_FORMAT=avro``, and the outputs
-decoded with the schema the registry names.
+decoded with the schema the registry names. The conversions stage reads JSON only, so
+its part is left out in Avro.
 """
 
 from __future__ import annotations
@@ -21,37 +25,27 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from confluent_kafka import Consumer, Producer
 
 from processor.core.clock import SystemClock
 from processor.devkit.broker import LocalKafka, create_topics
 from processor.devkit.clearbit_server import ClearbitServer
+from processor.devkit.conversions_demo import LoopResult, LoopTopics, run_loop
+from processor.devkit.demo_console import RULE, free_port, metric_lines, say
 from processor.devkit.registry import LocalRegistry
 from processor.devkit.samples import demo_events
 
 API_KEY = "sk_test_local"
-RULE = "─" * 78
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -177,13 +171,12 @@ def show(messages: list[Any], output: str, decode: Callable[[Any], dict[str, Any
 
 
 def show_metrics(port: int) -> None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError as error:
-        say(f"(metrics not reachable: {error})")
+    lines = metric_lines(port)
+    if lines is None:
+        say(f"(metrics on :{port} not reachable)")
         return
     say(f"{RULE}\nFrom /metrics on :{port}\n{RULE}")
-    for line in text.splitlines():
+    for line in lines:
         if line.startswith(("enrichment_events_total", "enrichment_lookups_total",
                             "enrichment_cache_requests_total",
                             "enrichment_consumer_lag_records")) and (
@@ -193,7 +186,7 @@ def show_metrics(port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m processor.devkit.demo",
-                                     description="The whole stage on this machine.")
+                                     description="Both stages on this machine.")
     parser.add_argument("--format", choices=("json", "avro"), default="json",
                         help="the topics' format (avro: with a schema registry)")
     avro = parser.parse_args(argv).format == "avro"
@@ -220,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "SCHEMA_REGISTRY_URL": registry_url})
         say(f"Starting: {sys.executable} -m processor run")
         processor = subprocess.Popen([sys.executable, "-m", "processor", "run"], env=env)
+        loop: LoopResult | None = None
         try:
             # 3 found + 1 repeat are enriched; 3 dead letters; the rest are skips.
             messages = collect(bootstrap, [topics["output"], topics["dlq"]], expect=7,
@@ -227,12 +221,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(2)  # let a lag measurement happen after the last commit
             show(messages, topics["output"], output_decoder(registry_url))
             show_metrics(metrics_port)
+            if avro:
+                say("(the conversions stage reads JSON only: `make run` shows its part)")
+            else:
+                say(f"{RULE}\nThe conversions stage, on the same topics\n{RULE}")
+                with tempfile.TemporaryDirectory(prefix="demo-conversions-") as workdir:
+                    loop = run_loop(bootstrap, LoopTopics(topics["input"], topics["output"]),
+                                    Path(workdir))
         finally:
             processor.send_signal(signal.SIGTERM)
             code = processor.wait(60)
         say(f"{RULE}\nSent {sent} events; {len(messages)} came out "
-            f"(the rest were skipped, see enrichment_events_total). Processor exit code: {code}")
-    return 0 if code == 0 and len(messages) == 7 else 1
+            f"(the rest were skipped, see enrichment_events_total). "
+            f"processor run: exit code {code}")
+        if loop is not None:
+            clicks = ", ".join(sorted(loop.conversion["clicks"])) if loop.conversion else "-"
+            say(f"Conversions: {1 if loop.conversion else 0} for {loop.story.user_id} "
+                f"(clicks: {clicks}). processor conversions: exit code {loop.exit_code}")
+    ok = code == 0 and len(messages) == 7 and (loop is None or loop.ok)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 
 from processor.adapters.clearbit import ClearbitProvider
 from processor.adapters.json_codec import JsonCodec
-from processor.adapters.kafka import KafkaSink, KafkaSource, verify_topics
+from processor.adapters.kafka import KafkaSink, KafkaSource, producer_limits, verify_topics
 from processor.adapters.lag import LagMonitor
 from processor.adapters.prometheus import PrometheusSensor
 from processor.adapters.runtime_metrics import MetricsServer
@@ -34,6 +34,10 @@ from processor.stages.enrichment.ports import Codec, Provider
 
 log = logging.getLogger(__name__)
 
+# The consumer's prefetch: see kafka_config and README's Benchmarks for the figures.
+PREFETCH_BYTES = 8 * 2**20
+FETCH_QUEUE_BACKOFF_MS = 10
+
 
 def kafka_config(settings: StageSettings, client: str, environ: Mapping[str, str] | None = None
                  ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -53,9 +57,13 @@ def kafka_config(settings: StageSettings, client: str, environ: Mapping[str, str
             "enable.auto.offset.store": False,
             "auto.commit.interval.ms": max(1, int(settings.commit_interval * 1000)),
             "isolation.level": "read_committed",
-            # Bounds librdkafka's prefetch (memory). 4 MiB against 16: peak RSS on a
-            # 1M-event backlog 205 against 213-237 MB, same throughput (make bench).
-            "queued.max.messages.kbytes": 4096,
+            # librdkafka's prefetch, bounded in bytes (memory, whatever the event size)
+            # and in records by the stage's own buffer: never more than the stage holds.
+            "queued.max.messages.kbytes": PREFETCH_BYTES // 1024,
+            "queued.min.messages": settings.max_buffered,
+            # A full prefetch is looked at again after a turn of the loop, not after the
+            # default second, in which a stage that drained it would sit idle.
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             "enable.partition.eof": False,
         })
         sources["group.id"] = "PROCESSOR_GROUP_ID"
@@ -116,11 +124,15 @@ def provider_factory(settings: Settings, clock: Clock) -> Callable[[], Provider]
             return HunterProvider(base_url=settings.hunter_base_url, api_key=settings.api_key,
                                   timeout=settings.request_timeout,
                                   max_connections=settings.max_in_flight, clock=clock,
-                                  client=settings.http_client)
+                                  client=settings.http_client,
+                                  max_answer_bytes=settings.max_answer_bytes,
+                                  max_rate_limit_wait=settings.rate_limit_max_wait)
         return ClearbitProvider(base_url=settings.clearbit_base_url, api_key=settings.api_key,
                                 timeout=settings.request_timeout,
                                 max_connections=settings.max_in_flight, clock=clock,
-                                client=settings.http_client)
+                                client=settings.http_client,
+                                max_answer_bytes=settings.max_answer_bytes,
+                                max_rate_limit_wait=settings.rate_limit_max_wait)
     return build
 
 
@@ -161,6 +173,11 @@ def assemble(settings: Settings, clock: Clock | None = None,
     consumer_config, consumer_sources = kafka_config(settings, "consumer", environ)
     producer_config, producer_sources = kafka_config(settings, "producer", environ)
     admin_config, _ = kafka_config(settings, "admin", environ)
+    written = [settings.output_topic, settings.dlq_topic]
+    if settings.cache_topic:
+        written.append(settings.cache_topic)
+    limits = producer_limits(admin_config, written, settings.startup_timeout, producer_config,
+                             producer_sources)
     source = KafkaSource(consumer_config, consumer_sources,
                          on_commit=lambda ok: sensor.committed(ok, clock.time()))
     sink = KafkaSink(producer_config, producer_sources)
@@ -176,6 +193,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
         quota_retry_interval=settings.quota_retry_interval,
         queued_retry_delay=settings.queued_retry_interval,
         queued_deadline=settings.queued_deadline,
+        attempt_timeout=settings.request_timeout,
     )
     lookups = LookupPool(provider_factory(settings, clock), policy, clock, sensor)
     shared = None
@@ -192,7 +210,7 @@ def assemble(settings: Settings, clock: Clock | None = None,
     pipeline = Pipeline(
         topics=Topics(settings.input_topic, settings.output_topic, settings.dlq_topic),
         codec=codec, sink=sink, lookups=lookups, sensor=sensor, clock=clock,
-        memory=memory, transactional=exactly_once,
+        memory=memory, transactional=exactly_once, limits=limits,
     )
     lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval,
                      auto_offset_reset=settings.auto_offset_reset)

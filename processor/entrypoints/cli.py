@@ -2,8 +2,10 @@
 
 Every option of ``run`` is a field of ``processor.entrypoints.settings.Settings``: a flag
 overrides its environment variable, and ``--help`` shows both and the default.
-Exit codes: 0 stopped cleanly, 2 configuration error, 3 fatal runtime error
-(the provider refused the key, Kafka could not confirm a delivery...).
+Exit codes: 0 stopped cleanly (SIGTERM or SIGINT, at any moment), 2 configuration
+error, 3 fatal runtime error (the provider refused the key, Kafka could not confirm a
+delivery, or anything unexpected). Each failure is told in one line, never a traceback
+(it is logged at DEBUG level).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from processor import __version__
-from processor.core.errors import ConfigError, FatalError
+from processor.core.errors import ConfigError, FatalError, UnexpectedError
 from processor.entrypoints.settings import Settings, StageSettings, env_name, load, load_as
 from processor.runtime.signals import StopRequest
 
@@ -111,6 +113,9 @@ def _add_conversions_command(commands: Any) -> None:
                     "partitions and cleanup policy it needs, as the stage checks them at "
                     "start. The stage never creates topics.")
     topics.set_defaults(handler=_conversion_topics)
+    from processor.entrypoints.sender import add_send_command  # noqa: PLC0415
+
+    add_send_command(tools)
 
 
 def _conversions(args: argparse.Namespace) -> int:
@@ -136,34 +141,26 @@ def _run(args: argparse.Namespace) -> int:
     settings.check_api_key()
     from processor.adapters import logs  # noqa: PLC0415
     from processor.entrypoints.bootstrap import assemble, preflight  # noqa: PLC0415 - Kafka only when needed
+    from processor.entrypoints.running import checked, run_stage  # noqa: PLC0415
 
     logs.configure(settings.log_level, settings.log_format)
-    preflight(settings)
-    if stop.event.is_set():
-        log.info("stopped before starting")
+    if not checked(lambda: preflight(settings), stop):
         return 0
     assembly = assemble(settings, stop=stop)
-    if assembly.metrics:
-        assembly.metrics.start()
-    assembly.lag.start()
     log.info("starting: %s -> %s (dead letters: %s), group %s, provider %s, %s, "
              "%d lookups in flight at most", settings.input_topic, settings.output_topic,
              settings.dlq_topic, settings.group_id, settings.provider.value,
              settings.delivery.value, settings.max_in_flight)
-    try:
-        assembly.stage.run()
-    finally:
-        assembly.lag.stop()
-        if assembly.metrics:
-            assembly.metrics.stop()
-    log.info("stopped cleanly")
-    return 0
+    return run_stage(assembly.stage, [assembly.metrics, assembly.lag])
 
 
 def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:
+    """The command. ``processor.entrypoints.console`` (the console script and ``python -m
+    processor``) installs the signal handlers before importing this module and passes them
+    in as ``stop``; called without, it installs them itself."""
     if stop is None:
         stop = StopRequest()
-        stop.install()  # before anything starts: a SIGTERM while starting is a clean stop
+        stop.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.stop = stop
@@ -173,10 +170,16 @@ def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> 
         for line in str(error).splitlines():
             print(f"processor: configuration error: {line}", file=sys.stderr)
         return EXIT_CONFIG
-    except FatalError as error:
-        log.error("stopping after a fatal error: %s", error)
-        print(f"processor: fatal: {error}", file=sys.stderr)
-        return error.exit_code
+    except Exception as caught:
+        log.debug("the failure in full", exc_info=caught)
+        return _fatal(caught if isinstance(caught, FatalError)
+                      else UnexpectedError.of(caught, f"processor {args.command}"))
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _fatal(error: FatalError) -> int:
+    log.error("stopping after a fatal error: %s", error)
+    print(f"processor: fatal: {error}", file=sys.stderr)
+    return error.exit_code

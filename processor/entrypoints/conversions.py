@@ -10,8 +10,14 @@ from pathlib import Path
 
 from processor.adapters.changelog import ChangelogReader
 from processor.adapters.conversion_metrics import ConversionMetrics
-from processor.adapters.json_codec import JsonCodec
-from processor.adapters.kafka import KafkaSink, KafkaSource, TopicInfo, describe_topics
+from processor.adapters.json_codec import JsonEvents
+from processor.adapters.kafka import (
+    KafkaSink,
+    KafkaSource,
+    TopicInfo,
+    describe_topics,
+    producer_limits,
+)
 from processor.adapters.lag import LagMonitor
 from processor.adapters.runtime_metrics import MetricsServer
 from processor.adapters.state_directory import StateDirectory
@@ -22,6 +28,7 @@ from processor.core.errors import ConfigError
 from processor.entrypoints import conversion_topics
 from processor.entrypoints.bootstrap import kafka_config
 from processor.entrypoints.conversion_settings import ConversionSettings
+from processor.entrypoints.running import checked, run_stage
 from processor.entrypoints.settings import Delivery
 from processor.runtime.loop import Stage, StageOptions
 from processor.runtime.signals import StopRequest
@@ -132,6 +139,10 @@ def assemble(settings: ConversionSettings, audiences: Audiences, clock: Clock | 
     # other client with the default partitioner) would put them.
     producer_config.setdefault("partitioner", "murmur2_random")
     admin_config, _ = kafka_config(settings, "admin", environ)
+    limits = producer_limits(admin_config, [settings.output_topic, settings.dlq_topic,
+                                            internal.by_anon, internal.by_person,
+                                            internal.anon_state, internal.person_state],
+                             settings.startup_timeout, producer_config, producer_sources)
     source = KafkaSource(consumer_config, consumer_sources,
                          on_commit=lambda ok: sensor.committed(ok, clock.time()))
     sink = KafkaSink(producer_config, producer_sources)
@@ -144,9 +155,10 @@ def assemble(settings: ConversionSettings, audiences: Audiences, clock: Clock | 
                                   settle_ms=int(settings.settle_delay * 1000),
                                   future_skew=int(settings.future_skew),
                                   region=settings.default_region, transactional=exactly_once),
-        audiences=audiences, decoder=JsonCodec(), sink=sink,
+        audiences=audiences, decoder=JsonEvents(), sink=sink,
         visitor_stores=LazyStores(state, specs[0], sensor),
-        person_stores=LazyStores(state, specs[1], sensor), sensor=sensor, clock=clock)
+        person_stores=LazyStores(state, specs[1], sensor), sensor=sensor, clock=clock,
+        limits=limits)
     lag = LagMonitor(admin_config, settings.group_id, sensor, interval=settings.lag_interval,
                      auto_offset_reset=settings.auto_offset_reset)
     topics = (*settings.event_topics, *settings.identify_topics, internal.by_anon,
@@ -167,23 +179,11 @@ def run(settings: ConversionSettings, stop: StopRequest) -> int:
 
     logs.configure(settings.log_level, settings.log_format)
     audiences = audiences_of(settings)
-    preflight(settings)
-    if stop.event.is_set():
-        log.info("stopped before starting")
+    if not checked(lambda: preflight(settings), stop):
         return 0
     assembly = assemble(settings, audiences, stop=stop)
-    if assembly.metrics:
-        assembly.metrics.start()
-    assembly.lag.start()
     log.info("starting conversions: %s + %s -> %s (dead letters: %s), group %s, %s, "
              "%d audience(s)", ",".join(settings.event_topics),
              ",".join(settings.identify_topics), settings.output_topic, settings.dlq_topic,
              settings.group_id, settings.delivery.value, len(audiences))
-    try:
-        assembly.stage.run()
-    finally:
-        assembly.lag.stop()
-        if assembly.metrics:
-            assembly.metrics.stop()
-    log.info("stopped cleanly")
-    return 0
+    return run_stage(assembly.stage, [assembly.metrics, assembly.lag])

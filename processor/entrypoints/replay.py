@@ -11,6 +11,8 @@ commits how far it got, after the moved records are confirmed. A second run
 starts where the first stopped, so nothing is moved twice. Records a filter
 passed over are not offered again to the same replay group: use another
 ``--replay-group`` (or ``--from-beginning``) to look at the whole topic again.
+Dead letters that left out part of the original to fit their topic are passed
+over and counted as incomplete: the original is only in the input topic.
 If a run dies between publishing and committing, the records of that last
 batch are published again; their enriched outputs carry the same messageId
 (it is derived from the input's), so downstream deduplication absorbs them.
@@ -27,6 +29,7 @@ from processor.core.errors import ConfigError
 from processor.core.replay import ReplayFilter
 from processor.entrypoints.settings import load
 from processor.runtime.dead_letters import ENRICHMENT
+from processor.runtime.size_limits import usable
 
 
 def _moment(text: str) -> int:
@@ -67,8 +70,16 @@ def _replay(args: argparse.Namespace) -> int:
     group = args.replay_group or f"{settings.group_id}-dlq-replay"
     if args.since and args.until and args.since >= args.until:
         raise ConfigError("--since must be before --until")
+    producer_config, producer_sources = kafka_config(settings, "producer")
+    if "message.max.bytes" not in producer_sources:
+        # Dead letters are as large as the input topic takes: so must the producer's be.
+        from processor.adapters.kafka import max_message_bytes  # noqa: PLC0415
+
+        found = max_message_bytes(kafka_config(settings, "admin")[0], [settings.input_topic],
+                                  settings.startup_timeout, fallback=1_000_000)
+        producer_config["message.max.bytes"] = max(1000, usable(found[settings.input_topic]))
     replayer = Replayer(consumer_config=kafka_config(settings, "consumer")[0],
-                        producer_config=kafka_config(settings, "producer")[0], group=group,
+                        producer_config=producer_config, group=group,
                         dlq_topic=settings.dlq_topic, input_topic=settings.input_topic,
                         headers=ENRICHMENT)
     try:
@@ -79,6 +90,7 @@ def _replay(args: argparse.Namespace) -> int:
     verb = "would move" if args.dry_run else "moved"
     print(f"replay-dlq: {verb} {result.moved} dead letter(s) from {settings.dlq_topic} to "
           f"{settings.input_topic}; passed over {result.passed_over} "
-          f"(filters); read {result.read} (group {group})", file=sys.stdout)
+          f"(filters) and {result.incomplete} incomplete (value, headers or key left out "
+          f"to fit); read {result.read} (group {group})", file=sys.stdout)
     return 0
 

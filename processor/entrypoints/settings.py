@@ -163,7 +163,15 @@ class Settings(StageSettings):
                             "HTTP client for lookups: aiohttp, or httpx (slower: see README)",
                             pattern="^(aiohttp|httpx)$")
     request_timeout: Duration = env_var("PROCESSOR_REQUEST_TIMEOUT", "10s",
-                                     "timeout of one provider request", gt=0)
+                                        "timeout of one provider request, from connecting to "
+                                        "the answer's last byte", gt=0)
+    max_answer_bytes: int = env_var("PROCESSOR_MAX_ANSWER_BYTES", 1_048_576,
+                                    "a provider answer larger than this (decoded) is refused "
+                                    "unread: dead letter answer_too_large (Clearbit's are "
+                                    "about 10 kB)", ge=1024, le=1_000_000_000)
+    rate_limit_max_wait: Duration = env_var("PROCESSOR_RATE_LIMIT_MAX_WAIT", "5m",
+                                            "a 429 holds lookups for its Retry-After or "
+                                            "x-ratelimit-reset, at most this long", gt=0)
     rate_limit_per_minute: int = env_var("CLEARBIT_RATE_LIMIT_PER_MINUTE", 600,
                                         "clearbit only: requests per minute at most "
                                         "(0: no limit)",

@@ -16,7 +16,8 @@ Each turn of the loop it:
 SIGTERM/SIGINT start a graceful stop: fetching stops, in-flight work gets
 ``shutdown_timeout`` seconds to finish, what is complete is committed, exit 0.
 A second signal stops at once. A fatal error (the provider refused the key, a
-delivery that cannot be confirmed) stops without committing anything past it.
+delivery that cannot be confirmed) stops without committing anything past it;
+so does any exception nobody foresaw, raised again as an ``UnexpectedError``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from processor.core.clock import Clock
-from processor.core.errors import DeliveryError, FatalError
+from processor.core.errors import DeliveryError, FatalError, UnexpectedError
 from processor.core.offsets import TopicPartition
 from processor.runtime.ports import Pipeline, Sensor, Source, TransactionalSink
 from processor.runtime.signals import StopRequest
@@ -87,7 +88,8 @@ class Stage:
     # --- the loop ------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until stopped; raises ``FatalError`` when the stage cannot go on."""
+        """Run until stopped; raises ``FatalError`` when the stage cannot go on (an
+        ``UnexpectedError`` for any other exception)."""
         self._pipeline.start()
         self._source.subscribe(self._options.input_topics, self._assigned, self._revoked,
                                self._lost)
@@ -102,12 +104,23 @@ class Stage:
             self.state = Lifecycle.FAILED
             self._fail_safe()
             raise
+        except Exception as error:
+            # Whatever it was, one record or one answer must not turn it into a crash
+            # that skips the safe stop: the same stop as a fatal error.
+            self.state = Lifecycle.FAILED
+            self._fail_safe()
+            raise UnexpectedError.of(error, "the stage loop") from error
         finally:
             self._close()
 
     def _turn(self) -> None:
         pipeline = self._pipeline
-        records = self._source.poll(self._options.max_batch, pipeline.poll_timeout())
+        # Paused for backpressure, the turn waits only briefly: resuming depends on the
+        # delivery reports served after the poll, not on records (there are none).
+        timeout = pipeline.poll_timeout()
+        if self._source.paused:
+            timeout = min(timeout, 0.01)
+        records = self._source.poll(self._options.max_batch, timeout)
         pipeline.handle(records)
         pipeline.pump()
         self._settle()

@@ -1,8 +1,8 @@
 """Stop requests from SIGTERM/SIGINT, installed before anything else starts.
 
-Standard library only, so ``processor.entrypoints.cli.main`` can install it before its
-heavier imports: a SIGTERM while the process is still starting is then a clean
-stop (exit 0) rather than a kill.
+Standard library only and cheap to import: ``processor.entrypoints.console`` hands it
+the signals that arrived while the command was starting, before the heavier imports
+(pydantic, confluent-kafka), so a SIGTERM at any moment is a clean stop (exit 0).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ every ``make test``, so the renderer they go through must always be there.
 kustomize whenever a binary is on the PATH, so the two cannot silently differ.
 
 Supported: ``resources`` (files and directories), ``namespace``, ``images``,
-``configMapGenerator`` (``envs``, ``literals``, ``behavior`` create/merge/replace,
-with kustomize's name hash and the references to it rewritten) and ``patches``
+``configMapGenerator`` (``envs``, ``literals``, ``files``, ``options.labels``,
+``behavior`` create/merge/replace, with kustomize's name hash and the references to it
+rewritten) and ``patches``
 given as a ``path`` to a strategic-merge patch. Anything else in a
 kustomization raises ``Unsupported``: a new feature must be taught here first,
 not ignored.
@@ -88,7 +89,9 @@ def _read_env(path: Path) -> dict[str, str]:
 
 
 def _generate(directory: Path, generator: Obj, objects: list[Obj], generated: set[str]) -> None:
-    unknown = set(generator) - {"name", "envs", "literals", "behavior"}
+    options = generator.get("options", {})
+    unknown = ((set(generator) - {"name", "envs", "literals", "files", "behavior", "options"})
+               | {f"options.{option}" for option in set(options) - {"labels"}})
     if unknown:
         raise Unsupported(f"{directory}: configMapGenerator fields {sorted(unknown)}")
     data: dict[str, str] = {}
@@ -97,6 +100,14 @@ def _generate(directory: Path, generator: Obj, objects: list[Obj], generated: se
     for literal in generator.get("literals", []):
         key, _, value = literal.partition("=")
         data[key] = value
+    for source in generator.get("files", []):
+        # `key=path` or `path` (the key is then the file's name). kustomize refuses a
+        # path outside the kustomization's directory, and so does this.
+        key, sep, path = source.partition("=")
+        file = directory / (path if sep else key)
+        if not file.resolve().is_relative_to(directory.resolve()):
+            raise ValueError(f"{directory}: {source}: not in or below the kustomization")
+        data[key if sep else file.name] = file.read_text()
     name = generator["name"]
     behavior = generator.get("behavior", "create")
     existing = next((o for o in objects if o["kind"] == "ConfigMap"
@@ -115,6 +126,9 @@ def _generate(directory: Path, generator: Obj, objects: list[Obj], generated: se
         existing["data"] = data
     else:
         raise Unsupported(f"configMapGenerator behavior {behavior}")
+    if "labels" in options:
+        target = existing if existing is not None else objects[-1]
+        target["metadata"].setdefault("labels", {}).update(options["labels"])
 
 
 def _patch(objects: list[Obj], patch: Obj) -> None:

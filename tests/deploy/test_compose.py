@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 
 from processor.devkit.broker import KAFKA_VERSION
-from processor.entrypoints.settings import Settings, env_name, load, parse_duration
+from processor.entrypoints import conversion_topics
+from processor.entrypoints.conversion_settings import ConversionSettings
+from processor.entrypoints.settings import Settings, env_name, load, load_as, parse_duration
 from tests.deploy.kustomize import build
 from tests.promtools import DEPLOY
 
@@ -34,8 +36,8 @@ def _config_map() -> dict[str, str]:
 
 
 def test_the_stack_has_every_service() -> None:
-    assert set(services()) == {"kafka", "topics", "clearbit", "processor", "prometheus",
-                               "grafana"}
+    assert set(services()) == {"kafka", "topics", "clearbit", "processor", "conversions",
+                               "prometheus", "grafana"}
 
 
 def test_the_processor_reads_the_config_maps_own_file() -> None:
@@ -96,7 +98,7 @@ def test_every_mounted_file_exists_and_prometheus_scrapes_the_processor() -> Non
         if build:
             assert (DEPLOY / build["context"] / build["dockerfile"]).is_file()
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    (job,) = config["scrape_configs"]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "clearbit-enrichment"]
     port = _config_map()["PROCESSOR_METRICS_PORT"]
     assert job["static_configs"][0]["targets"] == [f"processor:{port}"]
     assert job["job_name"] == "clearbit-enrichment"  # the Service name, as on Kubernetes
@@ -120,3 +122,72 @@ def test_grafana_provisioning_points_at_the_mounted_dashboard() -> None:
 
 def test_the_file_says_it_is_untested_here() -> None:
     assert "UNTESTED" in COMPOSE.read_text()
+
+
+# --- the conversions stage ------------------------------------------------------------
+
+CONVERSIONS = DEPLOY / "kubernetes" / "conversions"
+
+
+def _conversions_objects() -> dict[str, Any]:
+    return {o["kind"]: o for o in build(CONVERSIONS)
+            if not o["metadata"]["name"].startswith("clearbit-conversions-audiences")}
+
+
+def _conversions_settings() -> ConversionSettings:
+    service = services()["conversions"]
+    data = _conversions_objects()["ConfigMap"]["data"]
+    return load_as(ConversionSettings, {**data, **service["environment"]})
+
+
+def test_the_conversions_stage_reads_its_config_maps_own_file() -> None:
+    service = services()["conversions"]
+    assert service["env_file"] == ["kubernetes/conversions/conversions.env"]
+    names = {env_name(field, ConversionSettings) for field in ConversionSettings.model_fields}
+    assert set(service["environment"]) <= names
+    assert set(service["environment"]) == {"KAFKA_BOOTSTRAP_SERVERS"}
+    assert _conversions_settings().bootstrap_servers == "kafka:9092"
+
+
+def test_the_conversions_container_matches_its_pod() -> None:
+    service = services()["conversions"]
+    deployment = _conversions_objects()["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    settings = _conversions_settings()
+    assert service["command"] == container["args"]
+    assert service["image"] == services()["processor"]["image"]
+    assert service["build"] == services()["processor"]["build"]
+    assert service["user"] == f"{pod['securityContext']['runAsUser']}:" \
+                              f"{pod['securityContext']['runAsGroup']}"
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+    assert parse_duration(service["stop_grace_period"]) == pod["terminationGracePeriodSeconds"]
+    port = settings.metrics_port
+    assert service["ports"] == [f"{port}:{port}"]
+    assert f":{port}/readyz" in " ".join(service["healthcheck"]["test"])
+    # The example audiences where the stage reads them; the stores on a scratch tmpfs.
+    mounts = dict(v.split(":")[:2] for v in service["volumes"])
+    assert mounts == {"./conversions/audiences.example.yaml": settings.audiences_file}
+    assert settings.state_dir in service["tmpfs"]
+
+
+def test_the_topics_job_creates_what_the_conversions_stage_needs() -> None:
+    script = services()["topics"]["command"][0]
+    loops = [loop for loop in script.split("done") if loop.strip(" ;")]
+    for need in conversion_topics.needs(_conversions_settings()):
+        (loop,) = [lp for lp in loops if need.name in re.split(r"[\s;]+", lp)]
+        compacted = "cleanup.policy=compact" in loop
+        assert compacted == (need.cleanup_policy == "compact"), need.name
+    # Co-partitioned: one partition count for every topic.
+    assert len(set(re.findall(r"--partitions (\d+)", script))) == 1
+
+
+def test_prometheus_scrapes_the_conversions_stage_and_loads_its_rules() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    service_name = _conversions_objects()["Service"]["metadata"]["name"]
+    port = _conversions_settings().metrics_port
+    assert jobs[service_name]["static_configs"][0]["targets"] == [f"conversions:{port}"]
+    mounted = {Path(v.split(":")[1]).name for v in services()["prometheus"]["volumes"]}
+    assert set(config["rule_files"]) <= mounted

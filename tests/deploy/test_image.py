@@ -76,7 +76,7 @@ def test_the_entrypoint_is_processor_run() -> None:
     assert runtime["ENTRYPOINT"] == '["processor"]'
     assert runtime["CMD"] == '["run"]'
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["processor"] == "processor.entrypoints.cli:main"
+    assert scripts["processor"] == "processor.entrypoints.console:main"
 
 
 def test_the_build_context_holds_what_the_build_copies() -> None:
@@ -126,3 +126,13 @@ def test_only_the_devkit_image_gets_the_dev_kit() -> None:
     assert by_name["devkit-venv"].base == "build"
     assert any("processor/devkit" in rest for instruction, rest
                in by_name["devkit-venv"].instructions if instruction == "RUN")
+
+
+def test_the_wheel_lists_every_package_of_the_product() -> None:
+    # The packages are listed by hand (for the schemas' folder): a new one left out
+    # would be missing from every installed processor and image.
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(init.parent.relative_to(REPO).parts)
+             for init in (REPO / "processor").rglob("__init__.py")
+             if "devkit" not in init.parts}
+    assert found <= set(setuptools["packages"]), sorted(found - set(setuptools["packages"]))

@@ -105,7 +105,7 @@ def test_the_runtime_image_enriches_events_from_the_host_broker(
 # what is installed and what is not.
 _INVENTORY = """
 import glob, importlib.util, json, os, shutil, sysconfig
-from processor.adapters.avro import schema_path
+from processor.adapters.avro.schemas import schema_path
 site = sysconfig.get_path("purelib")
 ours = []  # the project's test files, anywhere outside the kernel's file systems
 for top, folders, files in os.walk("/"):

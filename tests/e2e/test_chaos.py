@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,21 +15,30 @@ import pytest
 from processor.devkit.broker import LocalKafka
 from processor.devkit.clearbit_server import ClearbitServer
 from tests.e2e.chaos import Processor, audit, chaos_inputs, processor_env
-from tests.harness import Names, Trickle, caught_up, produce, wait_for
+from tests.harness import (
+    Names,
+    Trickle,
+    caught_up,
+    headers_of,
+    produce,
+    read,
+    wait_for,
+)
 
 SCALE = int(os.environ.get("CHAOS_SCALE", "1"))
 MAX_BUFFERED = 2000
 
 
 def finish_and_audit(bootstrap: str, names: Names, items: list[Any], process: Processor,
-                     exactly_once: bool, timeout: float = 240) -> Any:
+                     exactly_once: bool, timeout: float = 240,
+                     dead_emails: frozenset[str] = frozenset()) -> Any:
     try:
         wait_for(lambda: caught_up(bootstrap, names.group, names.input, 3), timeout,
                  "the processor to catch up")
         assert process.terminate() == 0, process.logs()[-3000:]
     finally:
         process.stop_quietly()
-    return audit(bootstrap, names, items, read_committed=exactly_once)
+    return audit(bootstrap, names, items, read_committed=exactly_once, dead_emails=dead_emails)
 
 
 @pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
@@ -167,3 +177,47 @@ def test_provider_down_then_back_dead_letters_nothing_and_enriches_all(
     assert result.dead_lettered == len(items) // 50  # only the invalid emails
     statuses = clearbit.stats()["by_status"]
     assert statuses.get("503", 0) + statuses.get("0", 0) > 0  # the outage was really seen
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
+def test_a_poison_answer_among_5000_events_and_a_kill_9_lose_nothing(
+        kafka_bootstrap: str, names: Names, clearbit: ClearbitServer, delivery: str,
+        report: list[str]) -> None:
+    # Under the 1 MiB answer cap, so it is read and mapped, but its output is over what
+    # the output topic takes: the record that used to stop the stage at every restart.
+    poison = "poison@initech.example"
+    clearbit.set_rule(poison, 200, size=1_048_000)
+    items = chaos_inputs(5000 * SCALE)
+    middle = len(items) // 2
+    _, event = items[middle]
+    event["traits"]["email"] = poison
+    clearbit.set_latency(20)
+    env = processor_env(kafka_bootstrap, names, clearbit.url, PROCESSOR_DELIVERY=delivery,
+                        PROCESSOR_TRANSACTIONAL_ID=f"{names.group}-tx",
+                        PROCESSOR_MAX_BUFFERED=str(MAX_BUFFERED),
+                        PROCESSOR_COMMIT_INTERVAL="500ms")
+    process = Processor(env)
+    trickle = Trickle(kafka_bootstrap, names.input, items, seconds=10.0)
+    trickle.start()
+    process.start()
+    try:
+        time.sleep(5.5)  # the poison is produced at about 5 s
+        assert process.alive(), process.logs()[-3000:]
+        process.kill()
+        process.start()
+        trickle.finish()
+    except BaseException:
+        process.stop_quietly()
+        raise
+    result = finish_and_audit(kafka_bootstrap, names, items, process,
+                              exactly_once=delivery == "exactly-once",
+                              dead_emails=frozenset({poison}))
+    report.append(result.line(f"poison answer among {len(items)}, kill -9, {delivery}"))
+    assert result.lost == []
+    assert result.order_violations == 0
+    assert result.dead_lettered == len(items) // 50 + 1  # the invalid emails and the poison
+    letters = read(kafka_bootstrap, [names.dlq], until=lambda m: False, timeout=5)
+    reasons = Counter(headers_of(m)["__enrichment.errors.reason"] for m in letters)
+    assert reasons["output_too_large"] >= 1
+    if delivery == "exactly-once":
+        assert result.duplicated_outputs == 0

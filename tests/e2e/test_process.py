@@ -6,6 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.samples import identify, person_email
@@ -114,3 +117,53 @@ def test_sigterm_while_starting_is_a_clean_stop(kafka_bootstrap: str, names: Nam
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr[-2000:]
+
+
+HEAVY_LIBRARIES = ("pydantic_core", "confluent_kafka", "orjson")
+
+
+def _start_of(pid: int) -> tuple[bool, bool]:
+    """(a heavy library is loaded, SIGTERM has a handler of its own) for ``pid``; the
+    memory map is read first, so "loaded" and then "no handler" means the library came
+    before the handler."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False, False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    handled = bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return any(name in maps for name in HEAVY_LIBRARIES), handled
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.5])
+def test_the_console_script_stops_cleanly_on_sigterm_at_any_moment_of_its_start(
+        kafka_bootstrap: str, names: Names, clearbit: ClearbitServer, delay: float) -> None:
+    # The script the image runs, as pip generated it: not `python -m processor`.
+    script = Path(sys.executable).with_name("processor")
+    assert script.exists(), f"{script}: run `make install`"
+    started = time.monotonic()
+    process = subprocess.Popen([str(script), "run"],
+                               env=environment(kafka_bootstrap, names, clearbit.url),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # Until the script's first instruction the interpreter itself is starting (tens of
+        # ms, more on a busy machine) and nothing of ours can catch a signal. From that
+        # instruction on, a handler must be there before any heavy import begins.
+        deadline = started + 10
+        heavy, handled = _start_of(process.pid)
+        while not handled and time.monotonic() < deadline:
+            assert not heavy, "a heavy library was loaded before the SIGTERM handler"
+            time.sleep(0.001)
+            heavy, handled = _start_of(process.pid)
+        handled_at = time.monotonic() - started
+        assert handled, "no SIGTERM handler after 10 s"
+        time.sleep(max(0.0, started + delay - time.monotonic()))
+        sent_at = time.monotonic() - started
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, (f"handler at {handled_at:.3f}s, signal at {sent_at:.3f}s: "
+                                     f"{stderr[-2000:]}")
+    assert "Traceback" not in stderr

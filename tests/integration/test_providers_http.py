@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from processor.adapters.clearbit import ClearbitProvider
+from processor.adapters.clearbit import ClearbitProvider, retry_at
 from processor.adapters.hunter import HunterProvider
 from processor.core.clock import SystemClock
 from processor.core.enrichment.answers import Found, NotFound, Queued, Rejected
 from processor.core.errors import (
+    AnswerTooLargeError,
     ProviderAuthError,
     QuotaExhaustedError,
     RateLimitedError,
     TransientProviderError,
+    UnusableAnswerError,
 )
 from processor.devkit.clearbit_server import ClearbitServer
 
@@ -108,3 +111,86 @@ def test_hunter_vocabulary(client: str) -> None:
                                           NotFound, Rejected]
     assert isinstance(answers[0], Found)
     assert answers[0].company["name"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_answers_over_the_cap_are_refused_however_they_come(server: ClearbitServer,
+                                                            client: str) -> None:
+    server.reset()
+    server.set_rule("declared@initech.example", 200, size=300_000)
+    server.set_rule("streamed@initech.example", 200, size=300_000, chunked=True)
+    server.set_rule("bomb@initech.example", 200, size=30_000_000, encoding="gzip")
+    server.set_rule("under@initech.example", 200, size=90_000, encoding="gzip")
+    provider = ClearbitProvider(base_url=server.url, api_key=KEY, timeout=10,
+                                max_connections=2, clock=SystemClock(), client=client,
+                                max_answer_bytes=100_000)
+    answers = ask(provider, "declared@initech.example", "streamed@initech.example",
+                  "bomb@initech.example", "under@initech.example", "ada@initech.example")
+    assert [type(a) for a in answers[:3]] == [AnswerTooLargeError] * 3
+    assert answers[0].reason == "answer_too_large"
+    assert "100000 bytes" in answers[0].message
+    assert [type(a) for a in answers[3:]] == [Found, Found]  # the connection still serves
+    assert len(answers[3].person["padding"]) > 80_000
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_malformed_200s_are_unusable_answers_not_provider_failures(server: ClearbitServer,
+                                                                   client: str) -> None:
+    server.reset()
+    server.set_rule("badgzip@initech.example", 200, encoding="bad-gzip")
+    server.set_rule("html@initech.example", 200, body="<html>maintenance</html>")
+    server.set_rule("listed@initech.example", 200, body={"person": [1, 2], "company": None})
+    server.set_rule("texted@initech.example", 200, body={"person": None, "company": "Initech"})
+    server.set_rule("array@initech.example", 200, body=[{"person": {}}])
+    answers = ask(clearbit(server.url, client), "badgzip@initech.example",
+                  "html@initech.example", "listed@initech.example", "texted@initech.example",
+                  "array@initech.example", "ada@initech.example")
+    assert [type(a) for a in answers] == [UnusableAnswerError] * 5 + [Found]
+    assert {a.reason for a in answers[:5]} == {"bad_answer"}
+    assert "Content-Encoding" in answers[0].message
+    assert "person that is a list" in answers[2].message
+    assert "initech" not in " ".join(a.message for a in answers[:5])
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_retry_after_is_capped_and_unreadable_ones_are_ignored(server: ClearbitServer,
+                                                               client: str) -> None:
+    server.reset()
+    server.set_rule("forever@initech.example", 429, headers={"Retry-After": "999999999"})
+    server.set_rule("dated@initech.example", 429,
+                    headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"})
+    server.set_rule("garbled@initech.example", 429, headers={"Retry-After": "soon, maybe"})
+    provider = ClearbitProvider(base_url=server.url, api_key=KEY, timeout=5, max_connections=2,
+                                clock=SystemClock(), client=client, max_rate_limit_wait=30)
+    now = time.monotonic()
+    forever, dated, garbled = ask(provider, "forever@initech.example", "dated@initech.example",
+                                  "garbled@initech.example")
+    assert isinstance(forever, RateLimitedError)
+    assert now + 29 <= (forever.retry_at or 0) <= time.monotonic() + 30
+    assert now + 29 <= (dated.retry_at or 0) <= time.monotonic() + 30
+    assert garbled.retry_at is None  # the pool backs off instead
+
+
+def test_retry_at_reads_both_headers_and_caps_both() -> None:
+    clock = SystemClock()
+    now = clock.monotonic()
+    assert retry_at({"retry-after": "7"}, clock, 60) == pytest.approx(now + 7, abs=0.5)
+    assert retry_at({"retry-after": "-5"}, clock, 60) == pytest.approx(now, abs=0.5)
+    assert retry_at({"retry-after": "nan"}, clock, 60) is None
+    assert retry_at({"x-ratelimit-reset": str(int(clock.time()) + 10**9)}, clock,
+                    60) == pytest.approx(now + 60, abs=0.5)
+    assert retry_at({"x-ratelimit-reset": "3"}, clock, 60) == pytest.approx(now + 3, abs=0.5)
+    assert retry_at({}, clock, 60) is None
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_drip_fed_answer_times_out_as_a_whole(server: ClearbitServer, client: str) -> None:
+    server.reset()
+    # A byte every 0.1 s keeps every read short; the request as a whole is what must end.
+    server.set_rule("drip@initech.example", 200, body={"person": None, "company": None},
+                    drip_ms=100)
+    started = time.monotonic()
+    (answer,) = ask(clearbit(server.url, client, timeout=0.5), "drip@initech.example")
+    assert isinstance(answer, TransientProviderError)
+    assert answer.status == "timeout"
+    assert time.monotonic() - started < 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from processor.devkit.bench import ProcessWatch, Progress
+from processor.devkit.bench_rig import ProcessWatch, Progress
 from processor.devkit.bench_scenarios import table
 
 
@@ -54,3 +54,37 @@ def test_the_table_says_which_targets_were_met_and_which_scenario_failed() -> No
     assert "**0.998x R**" in lines[5]
     assert lines[5].endswith("| yes |")
     assert lines[6] == "| latency | failed: TimeoutError: only 5 of 10 outputs after 60s | | no |"
+
+
+def test_idle_bound_runs_are_flagged_and_listed() -> None:
+    busy = {"events_per_s": 20000, "cpu_us_per_event": 40.0, "cores": 0.8, "busy": 0.97,
+            "idle_bound": False}
+    idle = {"events_per_s": 9000, "cpu_us_per_event": 50.0, "cores": 0.45, "busy": 0.5,
+            "idle_bound": True}
+    report = {
+        "machine": {"date": "2026-12-01 10:00 UTC", "cores": 2, "python": "3.11.7"},
+        "quick": True, "broker": "local Apache Kafka 3.9.1",
+        "scenarios": {
+            "cached": {"sizes": {"medium": {"event_bytes": 1474, "stage": idle,
+                                            "bare_loop": busy, "ratio": 0.45}},
+                       "stage": idle, "bare_loop": busy, "ratio": 0.45,
+                       "idle_bound": ["medium stage"], "target": ">= 0.6", "met": False},
+        },
+    }
+    lines = table(report).splitlines()
+    assert lines[0].endswith("Python 3.11.7, local Apache Kafka 3.9.1 (quick sizes)")
+    assert ("1474 B events: stage 9000/s (50.0 us CPU/event, 0.45 cores, busiest thread "
+            "0.5 busy, ") in lines[4]
+    assert "**idle-bound**) vs bare loop 20000/s" in lines[4]
+    assert lines[-1] == ("Idle-bound (busiest thread busy below 0.85 with a backlog): "
+                         "cached (medium stage)")
+
+
+def test_a_thread_that_waited_for_a_cpu_counts_as_busy() -> None:
+    watch = ProcessWatch(pid=0)
+    # 10 s of wall time: the loop (1) 4 s on a CPU and 5.5 s waiting for one; another
+    # thread (2) 3 s busy; a thread (3) that started in the window, 1 s.
+    watch.threads = [(0.0, {1: 20.0, 2: 1.0}), (5.0, {1: 25.0, 2: 2.0}),
+                     (10.0, {1: 29.5, 2: 4.0, 3: 1.0})]
+    assert watch.busiest_thread_between(0.0, 10.0) == 9.5
+    assert watch.busiest_thread_between(5.0, 10.0) == 4.5

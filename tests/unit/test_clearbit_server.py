@@ -662,3 +662,65 @@ def test_the_command_line_prints_its_url_and_stops_on_sigterm() -> None:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
+
+
+# --- hostile answers ----------------------------------------------------------------
+
+
+def test_size_pads_the_record_to_exactly_that_many_bytes(server: ClearbitServer,
+                                                          client: httpx.Client) -> None:
+    server.set_rule("big@initech.example", 200, size=1_500_000)
+    response = find(client, "big@initech.example")
+    assert response.status_code == 200
+    assert len(response.content) == 1_500_000
+    body = response.json()
+    assert set(body["person"]["padding"]) == {"x"}
+    assert body["person"]["name"]["fullName"]  # the record is still there
+
+
+def test_gzip_is_real_and_bad_gzip_only_claims_it(server: ClearbitServer,
+                                                  client: httpx.Client) -> None:
+    server.set_rule("zipped@initech.example", 200, encoding="gzip", size=1_000_000)
+    server.set_rule("broken@initech.example", 200, encoding="bad-gzip")
+    zipped = find(client, "zipped@initech.example")
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert int(zipped.headers["content-length"]) < 20_000  # a small download
+    assert len(zipped.content) == 1_000_000  # a large answer
+    with pytest.raises(httpx.DecodingError):
+        find(client, "broken@initech.example")
+
+
+def test_chunked_answers_have_no_content_length(server: ClearbitServer,
+                                                client: httpx.Client) -> None:
+    server.set_rule("streamed@initech.example", 200, chunked=True, size=300_000)
+    response = find(client, "streamed@initech.example")
+    assert "content-length" not in response.headers
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert len(response.content) == 300_000
+
+
+def test_drip_sends_a_byte_at_a_time(server: ClearbitServer, client: httpx.Client) -> None:
+    server.set_rule("drip@initech.example", 200, body={"person": None, "company": None},
+                    drip_ms=50)
+    started = time.monotonic()
+    with client.stream("GET", LOOKUP_PATH, params={"email": "drip@initech.example"}) as response:
+        chunks = [len(chunk) for chunk in response.iter_raw()]
+    assert response.headers["content-length"] == str(sum(chunks))
+    # One byte per write; a busy reader may find a few together, never the whole body.
+    assert len(chunks) >= sum(chunks) // 4
+    assert time.monotonic() - started >= 0.05 * (sum(chunks) - 1) * 0.9
+
+
+def test_hostile_knobs_come_through_the_control_api_and_are_checked(
+        server: ClearbitServer, client: httpx.Client) -> None:
+    answer = client.post("/_control/rules", json={
+        "email": "x@initech.example", "status": 200, "size": 50_000, "encoding": "gzip",
+        "chunked": True, "drip_ms": 0})
+    assert answer.status_code == 200
+    assert answer.json()["rules"]["x@initech.example"]["encoding"] == "gzip"
+    assert len(find(client, "x@initech.example").content) == 50_000
+    refused = client.post("/_control/rules", json={"email": "y@initech.example",
+                                                   "encoding": "brotli"})
+    assert refused.status_code == 400
+    with pytest.raises(ValueError, match="encoding"):
+        Rule(encoding="zip")

@@ -8,10 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from processor.adapters.json_codec import JsonCodec
+from processor.adapters.json_codec import JsonEvents
 from processor.core.conversions.audiences import parse_audiences
 from processor.core.conversions.matching import sha256_hex
 from processor.core.records import Record
+from processor.runtime.size_limits import TopicLimits
 from processor.stages.conversions.pipeline import (
     ConversionOptions,
     ConversionPipeline,
@@ -29,7 +30,8 @@ AUDIENCES = parse_audiences(AUDIENCES_YAML)
 class Loop:
     """The pipeline, its sink and stores; ``settle`` delivers and feeds back until quiet."""
 
-    def __init__(self, transactional: bool = False, settle_s: float = 30.0) -> None:
+    def __init__(self, transactional: bool = False, settle_s: float = 30.0,
+                 limits: TopicLimits | None = None) -> None:
         self.clock = FakeClock(wall=1_800_000_000.0)
         self.sink = FakeSink()
         self.sensor = ConversionRecorder()
@@ -37,9 +39,9 @@ class Loop:
         self.people = MemoryStores("people", "conv.person-state")
         self.transactional = transactional
         self.pipeline = ConversionPipeline(
-            topics=TOPICS, audiences=AUDIENCES, decoder=JsonCodec(), sink=self.sink,
+            topics=TOPICS, audiences=AUDIENCES, decoder=JsonEvents(), sink=self.sink,
             visitor_stores=self.visitors, person_stores=self.people, sensor=self.sensor,
-            clock=self.clock,
+            clock=self.clock, limits=limits,
             options=ConversionOptions(click_ttl_ms=90 * DAY * 1000,
                                       settle_ms=int(settle_s * 1000), future_skew=300,
                                       region="US", transactional=transactional))
@@ -174,3 +176,25 @@ def test_unreadable_inputs_are_dead_letters_with_the_headers() -> None:
     assert [h["__conversions.errors.reason"] for _, h in dead] == [b"not_json",
                                                                    b"missing_identity"]
     assert dead[0][0] == b"{not json"
+
+
+@pytest.mark.parametrize("transactional", [False, True], ids=["at-least-once", "exactly-once"])
+def test_too_large_for_their_topics_records_are_dead_letters_and_the_rest_goes_on(
+        transactional: bool) -> None:
+    loop = Loop(transactional, limits=TopicLimits({TOPICS.by_anon: 2000,
+                                                   TOPICS.dead_letter: 1500}))
+    clicks = "&".join(f"{kind}={kind[0].upper() * 1000}" for kind in ("gclid", "fbclid",
+                                                                        "msclkid"))
+    loop.send(EVENTS, page("anon-big", clicks, at=loop.now))
+    loop.send(EVENTS, page("anon-ok", "gclid=small", at=loop.now))
+    letters = [(k, v, dict(h or [])) for t, k, v, h in loop.sink.produced
+               if t == TOPICS.dead_letter]
+    ((_, value, headers),) = letters
+    # Its touch is too large for by-anon; the event itself, explained, for the dead letters.
+    assert headers["__conversions.errors.reason"] == b"output_too_large"
+    assert headers["__conversions.errors.omitted"] == b"value"
+    assert value is None
+    touches = [k for t, k, _, _ in loop.sink.produced if t == TOPICS.by_anon]
+    assert touches == [b"anon-ok"]
+    assert loop.sensor.events[("dead_lettered", "output_too_large")] == 1
+    assert loop.sensor.trimmed == {"output_too_large": 1}

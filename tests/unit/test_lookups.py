@@ -13,12 +13,14 @@ import pytest
 from processor.core.backoff import Backoff
 from processor.core.enrichment.answers import Answer, Found, NotFound, Queued
 from processor.core.errors import (
+    AnswerTooLargeError,
     LookupPendingError,
     ProviderAuthError,
     QuotaExhaustedError,
     RateLimitedError,
     RetriesExhaustedError,
     TransientProviderError,
+    UnusableAnswerError,
 )
 from processor.stages.enrichment.lookup_cache import LookupResult
 from processor.stages.enrichment.lookups import LookupPolicy, LookupPool
@@ -229,3 +231,58 @@ def test_every_submitted_email_completes_exactly_once(workers: int) -> None:
     finally:
         pool.stop()
     assert sorted(seen) == sorted(emails)
+
+
+def test_unusable_answers_are_that_emails_dead_letters_and_leave_the_circuit_closed() -> None:
+    def odd(email: str, attempt: int) -> Answer:
+        if email.startswith("odd"):
+            raise (AnswerTooLargeError("too big") if email.startswith("odd-big")
+                   else UnusableAnswerError("not JSON"))
+        return Found({"id": email}, None)
+
+    provider = FakeProvider(odd)
+    emails = [f"odd{i}@example.com" for i in range(10)] + ["odd-big@example.com",
+                                                           "fine@example.com"]
+    results, sensor = run_pool(provider, emails, max_in_flight=1, breaker_threshold=2)
+    assert isinstance(results["fine@example.com"], Found)
+    assert isinstance(results["odd-big@example.com"], AnswerTooLargeError)
+    assert all(isinstance(results[f"odd{i}@example.com"], UnusableAnswerError)
+               for i in range(10))
+    assert all(provider.calls[e] == 1 for e in emails)  # not retried
+    assert sensor.lookups[("fake", "bad_body")] == 10
+    assert sensor.lookups[("fake", "too_large")] == 1
+    assert 2 not in sensor.circuit_states  # never open, though the threshold is 2
+
+
+def test_an_attempt_that_never_ends_is_bounded_by_the_attempt_timeout() -> None:
+    async def forever(email: str) -> Answer:
+        provider.calls[email] += 1
+        await asyncio.sleep(3600)  # a body fed a byte at a time, say
+        raise AssertionError("unreachable")
+
+    provider = FakeProvider(lambda e, n: NotFound())
+    provider.find = forever  # type: ignore[method-assign]
+    started = provider.clock.monotonic()
+    results, sensor = run_pool(provider, ["drip@example.com"], max_attempts=2,
+                               attempt_timeout=0.2, breaker_threshold=100)
+    assert isinstance(results["drip@example.com"], RetriesExhaustedError)
+    assert provider.calls["drip@example.com"] == 2
+    assert sensor.lookups[("fake", "timeout")] == 2
+    assert provider.clock.monotonic() - started < 2  # not the hour it asked for
+
+
+def test_the_retry_deadline_bounds_the_whole_lookup_not_only_the_waits() -> None:
+    async def slow_failure(email: str) -> Answer:
+        provider.calls[email] += 1
+        await asyncio.sleep(0.3)
+        raise TransientProviderError("503", status="503")
+
+    provider = FakeProvider(lambda e, n: NotFound())
+    provider.find = slow_failure  # type: ignore[method-assign]
+    started = provider.clock.monotonic()
+    results, _ = run_pool(provider, ["a@example.com"], max_attempts=100, attempt_timeout=10,
+                          retry_deadline=1.0, breaker_threshold=100)
+    took = provider.clock.monotonic() - started
+    assert isinstance(results["a@example.com"], RetriesExhaustedError)
+    # From the start of the first failed attempt: 1 s, the last attempt cut short.
+    assert 0.9 <= took < 1.6

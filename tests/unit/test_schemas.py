@@ -29,7 +29,7 @@ from processor.core.enrichment.events import (
 from processor.core.enrichment.mapping import PREFIX, to_traits
 from processor.core.errors import InvalidFieldError, MissingIdentityError, RecordError
 from processor.devkit.clearbit_records import company_record, person_record
-from processor.devkit.samples import demo_events, identify, person_email
+from processor.devkit.samples import ConversionStory, demo_events, identify, person_email
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 JSON_SCHEMA = "identify.schema.json"
@@ -121,6 +121,8 @@ def fixtures() -> list[tuple[str, dict[str, Any]]]:
         ("numeric userId", identify("ada@initech.example", user_id=123)),  # type: ignore[arg-type]
         ("traits not an object", identify(None, user_id="u", traits=["email"])),
         ("empty userId only", identify("ada@initech.example", user_id="")),
+        ("the conversions demo's sign-up", ConversionStory(now=1.8e9).identify()),
+        ("the conversions demo's MQL change", ConversionStory(now=1.8e9).becomes_mql()),
     ]
     return cases
 

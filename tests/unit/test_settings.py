@@ -11,6 +11,7 @@ from processor.core.errors import ConfigError
 from processor.entrypoints.bootstrap import kafka_config
 from processor.entrypoints.cli import flag_fields, main
 from processor.entrypoints.settings import Settings, env_name, kafka_overrides, load, parse_duration
+from processor.runtime.signals import StopRequest
 
 ISSUE_CONTRACT = {
     "KAFKA_BOOTSTRAP_SERVERS": "localhost:9092",
@@ -192,4 +193,36 @@ def test_readme_documents_every_variable_with_its_default() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for field, info in Settings.model_fields.items():
         row = f"| `{env_name(field)}` | `{_default_text(info.default, info.description or '')}` |"
+        assert row in readme, f"README.md lacks the row: {row}"
+
+
+def test_an_unexpected_error_exits_3_with_one_line_and_no_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from processor.entrypoints import cli
+
+    def broken(_overrides: object) -> None:
+        raise RuntimeError("boom near ada@example.com")
+
+    monkeypatch.setattr(cli, "load", broken)
+    assert main(["run"], stop=StopRequest()) == 3
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[-1] == ("processor: fatal: unexpected RuntimeError in processor run: "
+                         "boom near <email>")
+    assert "Traceback" not in err
+
+
+def test_readme_documents_every_conversions_variable_with_its_default() -> None:
+    from pathlib import Path
+
+    from processor.entrypoints.cli import _default_text
+    from processor.entrypoints.conversion_settings import ConversionSettings
+    from processor.entrypoints.settings import StageSettings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for field, info in ConversionSettings.model_fields.items():
+        if field in StageSettings.model_fields and field != "group_id":
+            continue  # the runtime's, in the first table
+        name = env_name(field, ConversionSettings)
+        row = f"| `{name}` | `{_default_text(info.default, info.description or '')}` |"
         assert row in readme, f"README.md lacks the row: {row}"

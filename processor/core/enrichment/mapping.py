@@ -7,6 +7,19 @@ Digits stay with the word before them (``sic4Codes`` becomes ``sic4_codes``,
 ``usEIN`` becomes ``us_ein``). Null fields and empty objects produce nothing;
 lists stay lists (their items untouched); every other value is copied as is.
 
+Whatever the answer holds, every name is ``clearbit_person`` or ``clearbit_company``
+followed by one or more ``_<a-z0-9 word>`` (``TRAIT_NAME``), and no name has two values:
+
+* characters other than ASCII letters and digits separate words; a field whose
+  name has none (``""``, an emoji, ``"..."``) cannot be named, and is left out
+  with everything under it;
+* a person or company that is not an object produces nothing (there is no bare
+  ``clearbit_person``);
+* when two fields come out with the same name (``name.fullName`` and
+  ``name_full_name``, or ``fullName`` and ``full_name``), the first in the
+  answer's order (depth first, fields as the body lists them) keeps it and the
+  later one is left out.
+
 The flattener never recurses on the Python stack, so an arbitrarily deep body
 cannot crash it, and it accepts any JSON value without raising.
 """
@@ -25,6 +38,7 @@ PREFIX = "clearbit"
 # a new word ("HTTPServer" -> "HTTP_Server").
 _HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
+TRAIT_NAME = re.compile(r"clearbit_(?:person|company)(?:_[a-z0-9]+)+")
 
 
 @lru_cache(maxsize=4096)
@@ -35,8 +49,11 @@ def snake_case(segment: str) -> str:
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
-    """Flatten one JSON value under ``prefix`` (``clearbit_person`` for example)."""
+    """Flatten one JSON object under ``prefix`` (``clearbit_person`` for example); anything
+    but an object gives nothing."""
     traits: dict[str, Any] = {}
+    if not isinstance(value, Mapping):
+        return traits
     stack: list[tuple[str, Any]] = [(prefix, value)]
     while stack:
         path, node = stack.pop()
@@ -46,8 +63,9 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
             # Reversed so that, popped from the stack, fields come out in body order.
             for field, child in reversed(list(node.items())):
                 segment = snake_case(str(field))
-                stack.append((f"{path}_{segment}" if segment else path, child))
-        else:
+                if segment:
+                    stack.append((f"{path}_{segment}", child))
+        elif path not in traits:  # first come, first named
             traits[path] = node
     return traits
 

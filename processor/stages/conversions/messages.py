@@ -95,6 +95,18 @@ def encode(message: Message) -> bytes:
     return orjson.dumps({"v": VERSION, **body})
 
 
+def stored_object(value: bytes | None) -> dict[str, Any]:
+    """A JSON object a store holds; anything else (absent, unreadable) is an empty one,
+    so a value written by another version never stops the stage."""
+    if not value:
+        return {}
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class UnreadableMessage(ValueError):
     """Not a message this version of the stage wrote."""
 

@@ -33,7 +33,13 @@ from processor.core.conversions.entries import (
 )
 from processor.core.conversions.matching import MatchKeys, Platform
 from processor.core.conversions.visits import Visit
-from processor.stages.conversions.messages import Clicks, Identify, Memberships, Merge
+from processor.stages.conversions.messages import (
+    Clicks,
+    Identify,
+    Memberships,
+    Merge,
+    stored_object,
+)
 
 MAX_VISITORS = 20  # anonymousIds kept per person (devices, browsers)
 
@@ -69,14 +75,7 @@ class Person:
     @classmethod
     def from_bytes(cls, value: bytes | None) -> Person:
         """The stored person; a value this version cannot read is an empty person."""
-        if not value:
-            return cls()
-        try:
-            data = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return cls()
-        if not isinstance(data, dict):
-            return cls()
+        data = stored_object(value)
         traits, visitors, raw = data.get("t"), data.get("a"), data.get("m")
         user, into = data.get("u"), data.get("i")
         return cls(

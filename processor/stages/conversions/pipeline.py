@@ -10,6 +10,12 @@ The stage consumes its inputs and its two repartition topics in one group:
   evaluates the audiences; an entry is scheduled ``settle_delay`` ahead in the
   store itself (a due-index key), so a restore brings the schedule back too.
 
+Every output is held against its topic's limit first (``processor.runtime.size_limits``):
+a record with an output too large for its topic is dead-lettered as
+``output_too_large`` instead, and a dead letter too large leaves out what it must.
+(An internal record's state change then stays in the local store without its
+changelog record, until the partition is next restored.)
+
 Each record's outputs (repartition messages, changelog writes, a dead letter) are
 its slot's: at-least-once, the slot is done when the broker has confirmed every
 one, so no offset is committed before the state change it caused is in its
@@ -34,10 +40,12 @@ from processor.core.conversions.audiences import Audiences
 from processor.core.conversions.entries import Entry, Outcome
 from processor.core.conversions.record import build_record
 from processor.core.errors import FatalError, RecordError, UnreadableInternalError
-from processor.core.offsets import OffsetLedger, Slot, TopicPartition
+from processor.core.offsets import Slot, TopicPartition
 from processor.core.records import SourceRecord
 from processor.runtime.dead_letters import DeadLetterHeaders
+from processor.runtime.ledgered import Ledgered
 from processor.runtime.ports import Output, Sink
+from processor.runtime.size_limits import TopicLimits
 from processor.stages.conversions import messages, people, visitors
 from processor.stages.conversions.messages import Clicks, Identify, Merge, Touch
 from processor.stages.conversions.ports import ConversionSensor, Decoder, Store, Stores
@@ -93,13 +101,17 @@ class _Unconfirmed:
 _Payload = list[Output] | _Unconfirmed
 
 
-class ConversionPipeline:
+class ConversionPipeline(Ledgered[_Payload]):
     """Implements ``processor.runtime.ports.Pipeline`` for the conversions stage."""
 
     def __init__(self, *, topics: ConversionTopics, options: ConversionOptions,
                  audiences: Audiences, decoder: Decoder, sink: Sink, visitor_stores: Stores,
-                 person_stores: Stores, sensor: ConversionSensor, clock: Clock) -> None:
+                 person_stores: Stores, sensor: ConversionSensor, clock: Clock,
+                 limits: TopicLimits | None = None) -> None:
+        super().__init__()
         self._topics = topics
+        self._limits = limits or TopicLimits()
+        self._trimmed: Counter[str] = Counter()
         self._options = options
         self._audiences = audiences
         self._kept_traits = audiences.traits
@@ -109,7 +121,6 @@ class ConversionPipeline:
         self._people = person_stores
         self._sensor = sensor
         self._clock = clock
-        self._ledger = OffsetLedger[_Payload]()
         # Transactional: due conversions (and their state changes) for the next commit, by
         # the person partition they belong to.
         self._free: dict[int, list[Output]] = {}
@@ -161,13 +172,27 @@ class ConversionPipeline:
             else:
                 try:
                     outputs = self._outputs_of(record, topic, tp[1], now_ms)
+                    self._refuse_too_large(record, outputs)
                 except RecordError as error:
-                    error.with_record(record)
-                    self._counts[("dead_lettered", error.reason)] += 1
-                    outputs = [Output(self._topics.dead_letter, record.key(), record.value(),
-                                      CONVERSIONS.build(record, error, now_ms))]
+                    outputs = [self._dead_letter(record, error.with_record(record), now_ms)]
             self._emit(slot, outputs)
         self._sensor.consumed(len(records))
+
+    def _refuse_too_large(self, record: SourceRecord, outputs: list[Output]) -> None:
+        """Raise ``OutputTooLargeError`` when one of ``outputs`` is too large for its topic."""
+        for output in outputs:
+            refusal = self._limits.refusal(output.topic, output.key, output.value,
+                                           output.headers, record)
+            if refusal is not None:
+                raise refusal
+
+    def _dead_letter(self, record: SourceRecord, error: RecordError, now_ms: int) -> Output:
+        topic = self._topics.dead_letter
+        letter = CONVERSIONS.letter(record, error, now_ms, self._limits.limit(topic))
+        self._counts[("dead_lettered", error.reason)] += 1
+        if letter.omitted:
+            self._trimmed[error.reason] += 1
+        return Output(topic, letter.key, letter.value, letter.headers)
 
     def _outputs_of(self, record: SourceRecord, topic: str, partition: int,
                     now_ms: int) -> list[Output]:
@@ -348,33 +373,17 @@ class ConversionPipeline:
             self._sink.produce(output.topic, output.key, output.value, output.headers,
                                delivery, partition=output.partition)
 
-    def advance(self) -> dict[TopicPartition, int]:
-        return self._ledger.advance()
 
     def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:
-        outputs: list[Output] = []
-        positions: dict[TopicPartition, int] = {}
-        for tp, ledger in self._ledger.items():
-            taken = ledger.take_leading(_is_done)
-            for slot in taken:
-                if isinstance(slot.payload, list):
-                    outputs += slot.payload
-            if taken:
-                positions[tp] = taken[-1].offset + 1
+        taken, positions = self._ledger.take_done()
+        outputs = [o for slot in taken if isinstance(slot.payload, list) for o in slot.payload]
         for free in self._free.values():
             outputs += free
         self._free = {}
         return outputs, positions
 
-    def positions(self) -> dict[TopicPartition, int]:
-        return self._ledger.positions()
 
-    def outstanding(self) -> int:
-        return self._ledger.outstanding()
 
-    def unfinished(self, tps: list[TopicPartition] | None = None) -> int:
-        return sum(sum(1 for slot in ledger if not slot.done)
-                   for tp, ledger in self._ledger.items() if tps is None or tp in tps)
 
     def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Revoked, lost, or rewound after an aborted transaction: forget their records,
@@ -400,6 +409,9 @@ class ConversionPipeline:
         if self._counts:
             sensor.outcomes(dict(self._counts))
             self._counts.clear()
+        if self._trimmed:
+            sensor.dead_letters_trimmed(dict(self._trimmed))
+            self._trimmed.clear()
         for counter, hook in ((self._by_topic, sensor.records),
                               (self._clicks, sensor.clicks_captured),
                               (self._entries, sensor.entries),
@@ -416,7 +428,3 @@ class ConversionPipeline:
         if self._links:
             sensor.identity_links(self._links)
             self._links = 0
-
-
-def _is_done(slot: Slot[_Payload]) -> bool:
-    return slot.done

@@ -15,7 +15,7 @@ import orjson
 
 from processor.core.conversions.clicks import ClickSet
 from processor.core.conversions.visits import Visit
-from processor.stages.conversions.messages import Clicks, Merge, Message, Touch
+from processor.stages.conversions.messages import Clicks, Merge, Message, Touch, stored_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +34,7 @@ class Visitor:
         """The stored visitor; a value this version cannot read is an empty visitor."""
         if not value:
             return _NOBODY  # a new visitor, the most common case on the page path
-        try:
-            data = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return cls()
-        if not isinstance(data, dict):
-            return cls()
+        data = stored_object(value)
         user = data.get("u")
         return cls(ClickSet.from_json(data.get("c")), Visit.from_json(data.get("x")),
                    user if isinstance(user, str) and user else None)

@@ -11,6 +11,13 @@ breaker (provider failing: no calls, then one probe), the quota gate (402:
 pause and probe periodically; records are never dead-lettered for it), retries
 with backoff up to ``max_attempts`` or ``retry_deadline``, and re-polling of
 queued (202) lookups without holding a worker.
+
+Every attempt ends within ``attempt_timeout`` whatever the HTTP client does (an
+answer fed a byte at a time included), and once a lookup has failed, within what
+is left of its ``retry_deadline``: counted from the start of its first failed
+attempt, the deadline bounds the whole lookup. The circuit breaker hears only of
+the provider's health (5xx, timeouts, connection errors); an answer that cannot
+be used is that email's dead letter, not a failure of the provider.
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ from processor.core.circuit import CircuitBreaker, CircuitState
 from processor.core.clock import Clock
 from processor.core.enrichment.answers import Found, LookupResult, NotFound, Queued, Rejected
 from processor.core.errors import (
-    FatalError,
     LookupPendingError,
     ProviderAuthError,
     QuotaExhaustedError,
     RateLimitedError,
     RetriesExhaustedError,
     TransientProviderError,
+    UnexpectedError,
+    UnusableAnswerError,
 )
 from processor.core.ratelimit import RateLimiter
 from processor.stages.enrichment.ports import EnrichmentSensor, Provider
@@ -53,6 +61,7 @@ class LookupPolicy:
     quota_retry_interval: float = 60.0
     queued_retry_delay: float = 5.0
     queued_deadline: float = 120.0
+    attempt_timeout: float = 10.0
 
 
 class _Job:
@@ -171,8 +180,9 @@ class LookupPool:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.exception("lookup worker failed unexpectedly")
-                self._finish(job, FatalError(f"lookup worker failed: {type(error).__name__}"))
+                # A fatal stop (exit 3, one line), the traceback kept for DEBUG.
+                log.debug("lookup worker failed unexpectedly", exc_info=True)
+                self._finish(job, UnexpectedError.of(error, "a lookup"))
             finally:
                 self._busy -= 1
                 self._sensor.lookups_in_flight(self._busy)
@@ -214,20 +224,36 @@ class LookupPool:
             and self._clock.monotonic() - job.failing_since >= self._policy.retry_deadline
         )
 
+    def _admitted(self, job: _Job) -> bool:
+        """Whether ``job`` may call now; if not, it is put back or given up."""
+        wait = self._gate(job)
+        if wait is None:
+            return True
+        if self._past_deadline(job):
+            self._give_up(job)
+        else:
+            self._requeue_later(job, wait)
+        return False
+
     async def _attempt(self, job: _Job) -> None:
         assert self._provider is not None  # noqa: S101 - set before the loop runs
         provider = self._provider
-        wait = self._gate(job)
-        if wait is not None:
-            if self._past_deadline(job):
-                self._give_up(job)
-            else:
-                self._requeue_later(job, wait)
+        if not self._admitted(job):
             return
         await self._pace()
         started = self._clock.monotonic()
+        budget = self._budget(job, started)
+        if budget <= 0:
+            self._give_up(job, "deadline")
+            return
         try:
-            answer = await provider.find(job.email)
+            answer = await self._find(provider, job.email, budget)
+        except UnusableAnswerError as error:
+            # This email's answer, not the provider's health: no verdict for either gate.
+            self._observe(provider, error.status, started)
+            self.breaker.release()
+            self.quota.release()
+            self._finish(job, error)
         except RateLimitedError as error:
             self._observe(provider, "429", started)
             self.breaker.release()
@@ -249,19 +275,39 @@ class LookupPool:
             self.quota.release()
             self.breaker.failure()
             self._sensor.circuit(provider.name, self.breaker.state)
-            self._retry(job, error.status)
+            self._retry(job, error.status, started)
         except ProviderAuthError as error:
             self._observe(provider, "401", started)
             self._finish(job, error)
         else:
-            self._observe(provider, _status_of(answer), started)
-            self.breaker.success()
-            if self.quota.state is not CircuitState.CLOSED:
-                log.info("provider quota available again")
-                self._sensor.quota_exhausted(provider.name, False)
-            self.quota.success()
-            self._sensor.circuit(provider.name, self.breaker.state)
-            self._answered(job, answer)
+            self._succeeded(provider, job, answer, started)
+
+    def _succeeded(self, provider: Provider, job: _Job,
+                   answer: Found | NotFound | Queued | Rejected, started: float) -> None:
+        self._observe(provider, _status_of(answer), started)
+        self.breaker.success()
+        if self.quota.state is not CircuitState.CLOSED:
+            log.info("provider quota available again")
+            self._sensor.quota_exhausted(provider.name, False)
+        self.quota.success()
+        self._sensor.circuit(provider.name, self.breaker.state)
+        self._answered(job, answer)
+
+    def _budget(self, job: _Job, now: float) -> float:
+        """How long this attempt may take: ``attempt_timeout``, and no longer than what
+        is left of the retry deadline once the lookup has failed."""
+        if job.failing_since is None:
+            return self._policy.attempt_timeout
+        left = job.failing_since + self._policy.retry_deadline - now
+        return min(self._policy.attempt_timeout, left)
+
+    async def _find(self, provider: Provider, email: str,
+                    budget: float) -> Found | NotFound | Queued | Rejected:
+        try:
+            async with asyncio.timeout(budget):
+                return await provider.find(email)
+        except TimeoutError:
+            raise TransientProviderError("provider timed out", status="timeout") from None
 
     def _answered(self, job: _Job, answer: Found | NotFound | Queued | Rejected) -> None:
         if not isinstance(answer, Queued):
@@ -277,11 +323,11 @@ class LookupPool:
             return
         self._requeue_later(job, self._policy.queued_retry_delay)
 
-    def _retry(self, job: _Job, status: str) -> None:
+    def _retry(self, job: _Job, status: str, started: float) -> None:
         job.attempts += 1
         now = self._clock.monotonic()
         if job.failing_since is None:
-            job.failing_since = now
+            job.failing_since = started
         delay = self._policy.backoff.delay(job.attempts)
         out_of_attempts = job.attempts >= self._policy.max_attempts
         if out_of_attempts or now + delay - job.failing_since >= self._policy.retry_deadline:

@@ -13,6 +13,10 @@ Two delivery modes share it:
 * transactional (exactly-once): an output is only *decided*; the stage's
   checkpoint calls ``take_decided`` to produce the leading decided records of
   each partition inside a transaction together with the offsets that cover them.
+
+Before anything is emitted it is held against its topic's limit
+(``processor.runtime.size_limits``): an output too large becomes a dead letter
+``output_too_large``, and a dead letter too large leaves out what it must.
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ from processor.core.enrichment.events import (
 )
 from processor.core.enrichment.outcomes import Outcome, SkipReason
 from processor.core.errors import FatalError, ProviderRejectedError, RecordError
-from processor.core.offsets import OffsetLedger, PartitionLedger, Slot, TopicPartition
+from processor.core.offsets import PartitionLedger, Slot, TopicPartition
 from processor.core.records import SourceRecord, coordinates
 from processor.core.sequencer import KeySequencer, Ticket
 from processor.runtime.dead_letters import ENRICHMENT
+from processor.runtime.ledgered import Ledgered
 from processor.runtime.ports import Output, Sink
+from processor.runtime.size_limits import TopicLimits
 from processor.stages.enrichment.lookup_cache import LookupCache
 from processor.stages.enrichment.ports import Codec, EnrichmentSensor, Lookups
 
@@ -86,7 +92,7 @@ def iso_timestamp(seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Pipeline:
+class Pipeline(Ledgered[_Payload]):
     def __init__(
         self,
         *,
@@ -98,7 +104,9 @@ class Pipeline:
         clock: Clock,
         memory: LookupCache,
         transactional: bool = False,
+        limits: TopicLimits | None = None,
     ) -> None:
+        super().__init__()
         self._topics = topics
         self._codec = codec
         self._sink = sink
@@ -107,10 +115,11 @@ class Pipeline:
         self._clock = clock
         self._memory = memory
         self._transactional = transactional
-        self._ledger = OffsetLedger[_Payload]()
+        self._limits = limits or TopicLimits()
         self._sequencer: KeySequencer[Slot[_Payload]] = KeySequencer()
         self._waiting: dict[str, list[Slot[_Payload]]] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._trimmed: Counter[str] = Counter()
         self._latencies: list[float] = []
         # Deliveries the broker refused for good; the stage stops on the first one.
         self.refused: list[str] = []
@@ -234,9 +243,15 @@ class Pipeline:
         result: Remembered | RecordError | FatalError,
     ) -> None:
         if isinstance(result, Enriched):
-            message_id = output_message_id(request.message_id, coordinates(record))
+            # The record's coordinates are the seed only when it has no messageId.
+            message_id = output_message_id(
+                request.message_id, "" if request.message_id else coordinates(record))
             event = enriched_event(request, result.traits, message_id, self._now_iso)
             value = self._codec.encode(event, self._topics.output)
+            too_large = self._limits.refusal(self._topics.output, key, value, None, record)
+            if too_large is not None:
+                self._dead_letter(slot, record, too_large)
+                return
             self._counts[(Outcome.ENRICHED, "")] += 1
             self._emit(slot, record, Output(self._topics.output, key, value, None))
         elif isinstance(result, NotFound):
@@ -256,10 +271,12 @@ class Pipeline:
         slot.done = True
 
     def _dead_letter(self, slot: Slot[_Payload], record: SourceRecord, error: RecordError) -> None:
-        headers = ENRICHMENT.build(record, error, int(self._now * 1000))
+        topic = self._topics.dead_letter
+        letter = ENRICHMENT.letter(record, error, int(self._now * 1000), self._limits.limit(topic))
         self._counts[(Outcome.DEAD_LETTERED, error.reason)] += 1
-        self._emit(slot, record,
-                   Output(self._topics.dead_letter, record.key(), record.value(), headers))
+        if letter.omitted:
+            self._trimmed[error.reason] += 1
+        self._emit(slot, record, Output(topic, letter.key, letter.value, letter.headers))
 
     def _emit(self, slot: Slot[_Payload], record: SourceRecord, output: Output) -> None:
         if self._transactional:
@@ -268,7 +285,7 @@ class Pipeline:
             return
         slot.payload = None
         # One delivery report per output, rather than a blocking flush at checkpoints,
-        # keeps the stage and the broker working at once (docs/design-notes.md).
+        # keeps the stage and the broker working at once (docs/benchmarks.md).
         self._sink.produce(output.topic, output.key, output.value, output.headers,
                            _Delivery(slot, self.refused))
         input_ms = record.timestamp()[1]
@@ -281,35 +298,14 @@ class Pipeline:
 
     # --- commits ----------------------------------------------------------------
 
-    def advance(self) -> dict[TopicPartition, int]:
-        """At-least-once: positions that moved over confirmed records since the last call."""
-        return self._ledger.advance()
 
     def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:
         """Transactional: the leading decided records' outputs, and the positions they reach."""
-        outputs: list[Output] = []
-        positions: dict[TopicPartition, int] = {}
-        for tp, ledger in self._ledger.items():
-            taken = ledger.take_leading(_is_done)
-            if taken:
-                outputs += [s.payload for s in taken if isinstance(s.payload, Output)]
-                positions[tp] = taken[-1].offset + 1
-        return outputs, positions
+        taken, positions = self._ledger.take_done()
+        return [s.payload for s in taken if isinstance(s.payload, Output)], positions
 
-    def positions(self) -> dict[TopicPartition, int]:
-        return self._ledger.positions()
 
-    def outstanding(self) -> int:
-        """Records consumed and not yet accounted for."""
-        return self._ledger.outstanding()
 
-    def unfinished(self, tps: list[TopicPartition] | None = None) -> int:
-        """Records (of ``tps``, or of all partitions) whose slot is not done yet."""
-        return sum(
-            sum(1 for slot in ledger if not slot.done)
-            for tp, ledger in self._ledger.items()
-            if tps is None or tp in tps
-        )
 
     def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Forget partitions (revoked, lost, or rewound after an aborted transaction)."""
@@ -327,6 +323,9 @@ class Pipeline:
         if self._counts:
             self._sensor.outcomes(dict(self._counts))
             self._counts.clear()
+        if self._trimmed:
+            self._sensor.dead_letters_trimmed(dict(self._trimmed))
+            self._trimmed.clear()
         if self._latencies:
             self._sensor.end_to_end(self._latencies)
             self._latencies = []
@@ -346,8 +345,3 @@ class _Delivery:
             self.slot.done = True
         else:
             self.refused.append(f"{message.topic() if message else '?'}: {error}")
-
-
-def _is_done(slot: Slot[_Payload]) -> bool:
-    return slot.done
-

@@ -13,7 +13,8 @@ from processor.runtime.ports import Sensor
 class Provider(Protocol):
     """One enrichment provider. Failures are raised as ``processor.core.errors`` types:
     ``TransientProviderError``, ``RateLimitedError``, ``QuotaExhaustedError``,
-    ``ProviderAuthError``."""
+    ``ProviderAuthError``, and ``UnusableAnswerError`` for an answer this email's record
+    cannot use (not retried, not held against the provider)."""
 
     name: str
 
