@@ -123,7 +123,7 @@ class ConversionAudit:
     unexpected: list[str]  # ids no entry has: a non-entry converted, or a second id
     duplicates: int  # records beyond the first of each id
     foreign_clicks: int  # conversions carrying someone else's click
-    with_clicks: int  # conversions with their person's gclid attached
+    with_clicks: int  # entries whose conversion has their person's gclid attached
 
     def line(self, label: str) -> str:
         return (f"[chaos] {label}: entries={self.expected} conversions={self.records} "
@@ -138,7 +138,8 @@ def audit_conversions(bootstrap: str, names: ConversionNames, population: Popula
     records = {(m.partition(), m.offset()): orjson.loads(m.value() or b"")
                for m in read_all(bootstrap, [names.output], read_committed=read_committed)}
     seen: dict[str, int] = {}
-    foreign = attached = 0
+    foreign = 0
+    attached: set[str] = set()
     for conversion in records.values():
         conversion_id = conversion["conversion_id"]
         seen[conversion_id] = seen.get(conversion_id, 0) + 1
@@ -148,10 +149,10 @@ def audit_conversions(bootstrap: str, names: ConversionNames, population: Popula
         google = conversion.get("clicks", {}).get("google")
         if google is not None:
             if google["value"] == f"g{person[1:]}":
-                attached += 1
+                attached.add(conversion_id)
             else:
                 foreign += 1
     return ConversionAudit(
         expected=len(expected), records=len(records),
         missing=sorted(set(expected) - set(seen)), unexpected=sorted(set(seen) - set(expected)),
-        duplicates=len(records) - len(seen), foreign_clicks=foreign, with_clicks=attached)
+        duplicates=len(records) - len(seen), foreign_clicks=foreign, with_clicks=len(attached))
