@@ -16,7 +16,7 @@ from processor.entrypoints.conversion_settings import ConversionSettings
 from processor.entrypoints.conversions import ConversionAssembly, assemble, audiences_of, preflight
 from processor.entrypoints.settings import load_as
 from tests.conversion_events import AUDIENCES_YAML, Population
-from tests.harness import read_all
+from tests.harness import read_all, wait_for
 
 
 @dataclass
@@ -107,6 +107,19 @@ def running_conversions(settings: ConversionSettings) -> Iterator[RunningConvers
 def conversions_on(bootstrap: str, names: ConversionNames) -> list[dict[str, Any]]:
     """Every committed record of the conversions topic, decoded."""
     return [orjson.loads(m.value() or b"") for m in read_all(bootstrap, [names.output])]
+
+
+def wait_for_conversions(bootstrap: str, names: ConversionNames, count: int,
+                         timeout: float = 60.0) -> list[dict[str, Any]]:
+    """The conversions topic's records once it holds at least ``count``."""
+    found: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        found[:] = conversions_on(bootstrap, names)
+        return len(found) >= count
+
+    wait_for(enough, timeout, f"{count} conversion(s)")
+    return found
 
 
 def values(messages: list[Message]) -> list[dict[str, Any]]:
