@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.adapters.conversion_metrics import ConversionMetrics
-from processor.adapters.json_codec import JsonCodec
+from processor.adapters.json_codec import JsonEvents
 from processor.adapters.state_store import RocksDBStore, StoreOptions
 from processor.core.clock import SystemClock
 from processor.core.conversions.audiences import parse_audiences
@@ -106,7 +106,7 @@ def batches(records: list[Record], size: int = 500) -> Iterator[list[Record]]:
 def pipeline_on(root: Path, sink: LoopbackSink) -> ConversionPipeline:
     audiences = parse_audiences(AUDIENCES)
     return ConversionPipeline(
-        topics=TOPICS, audiences=audiences, decoder=JsonCodec(), sink=sink,
+        topics=TOPICS, audiences=audiences, decoder=JsonEvents(), sink=sink,
         visitor_stores=DiskStores("visitors", root), person_stores=DiskStores("people", root),
         sensor=ConversionMetrics([a.key for a in audiences], ["visitors", "people"]),
         clock=SystemClock(),
@@ -146,6 +146,8 @@ def run(count: int, repeats: int, profile: bool) -> dict[str, float]:
                 if not touches:
                     touches = [Record(BY_ANON, 0, i, value, key)
                                for i, (key, value) in enumerate(sink.by_anon)]
+                    if len(touches) != count:  # then this would not be the page path
+                        raise RuntimeError(f"{len(touches)} touches from {count} page events")
             pipeline.stop()
     for half, micros in figures.items():
         print(f"{half}: {micros:.1f} us CPU per event (best of {repeats} x {count:,})")
