@@ -94,7 +94,6 @@ class Processor:
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chaos-")))
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
-    command: tuple[str, ...] = ("run",)  # the processor's subcommand
 
     def start(self) -> None:
         self.runs += 1
