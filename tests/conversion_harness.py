@@ -16,7 +16,7 @@ from processor.entrypoints.conversion_settings import ConversionSettings
 from processor.entrypoints.conversions import ConversionAssembly, assemble, audiences_of, preflight
 from processor.entrypoints.settings import load_as
 from tests.conversion_events import AUDIENCES_YAML, Population
-from tests.harness import read_all
+from tests.harness import read_all, wait_for
 
 
 @dataclass
@@ -109,6 +109,19 @@ def conversions_on(bootstrap: str, names: ConversionNames) -> list[dict[str, Any
     return [orjson.loads(m.value() or b"") for m in read_all(bootstrap, [names.output])]
 
 
+def wait_for_conversions(bootstrap: str, names: ConversionNames, count: int,
+                         timeout: float = 60.0) -> list[dict[str, Any]]:
+    """The conversions topic's records once it holds at least ``count``."""
+    found: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        found[:] = conversions_on(bootstrap, names)
+        return len(found) >= count
+
+    wait_for(enough, timeout, f"{count} conversion(s)")
+    return found
+
+
 def values(messages: list[Message]) -> list[dict[str, Any]]:
     return [orjson.loads(m.value() or b"") for m in messages]
 
@@ -123,7 +136,7 @@ class ConversionAudit:
     unexpected: list[str]  # ids no entry has: a non-entry converted, or a second id
     duplicates: int  # records beyond the first of each id
     foreign_clicks: int  # conversions carrying someone else's click
-    with_clicks: int  # conversions with their person's gclid attached
+    with_clicks: int  # entries whose conversion has their person's gclid attached
 
     def line(self, label: str) -> str:
         return (f"[chaos] {label}: entries={self.expected} conversions={self.records} "
@@ -138,7 +151,8 @@ def audit_conversions(bootstrap: str, names: ConversionNames, population: Popula
     records = {(m.partition(), m.offset()): orjson.loads(m.value() or b"")
                for m in read_all(bootstrap, [names.output], read_committed=read_committed)}
     seen: dict[str, int] = {}
-    foreign = attached = 0
+    foreign = 0
+    attached: set[str] = set()
     for conversion in records.values():
         conversion_id = conversion["conversion_id"]
         seen[conversion_id] = seen.get(conversion_id, 0) + 1
@@ -148,10 +162,10 @@ def audit_conversions(bootstrap: str, names: ConversionNames, population: Popula
         google = conversion.get("clicks", {}).get("google")
         if google is not None:
             if google["value"] == f"g{person[1:]}":
-                attached += 1
+                attached.add(conversion_id)
             else:
                 foreign += 1
     return ConversionAudit(
         expected=len(expected), records=len(records),
         missing=sorted(set(expected) - set(seen)), unexpected=sorted(set(seen) - set(expected)),
-        duplicates=len(records) - len(seen), foreign_clicks=foreign, with_clicks=attached)
+        duplicates=len(records) - len(seen), foreign_clicks=foreign, with_clicks=len(attached))

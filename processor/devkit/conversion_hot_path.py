@@ -5,7 +5,12 @@ broker would. No Kafka: what librdkafka costs is the benchmark's to measure.
 
 It times both halves of the path (the router on the input events, the visitor task on
 the touches they make) and prints the CPU µs per event of each, the best of a few
-repeats; ``--profile`` prints cProfile's top
+repeats; for figures a shared machine cannot move, count instructions instead:
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python -m processor.devkit.conversion_hot_path --events 2000 --repeats 3
+
+less the same with ``--repeats 1``, over 2 x 2000 events; ``--profile`` prints cProfile's top
 functions of each half.
 
     python -m processor.devkit.conversion_hot_path [--events N] [--repeats N] [--profile]
@@ -98,29 +103,31 @@ def batches(records: list[Record], size: int = 500) -> Iterator[list[Record]]:
         yield records[start:start + size]
 
 
+def pipeline_on(root: Path, sink: LoopbackSink) -> ConversionPipeline:
+    audiences = parse_audiences(AUDIENCES)
+    return ConversionPipeline(
+        topics=TOPICS, audiences=audiences, decoder=JsonCodec(), sink=sink,
+        visitor_stores=DiskStores("visitors", root), person_stores=DiskStores("people", root),
+        sensor=ConversionMetrics([a.key for a in audiences], ["visitors", "people"]),
+        clock=SystemClock(),
+        options=ConversionOptions(click_ttl_ms=90 * 86_400_000, settle_ms=30_000,
+                                  future_skew=300, region="US"))
+
+
 def run(count: int, repeats: int, profile: bool) -> dict[str, float]:
+    """The same events each repeat, on new stores: each touch is a new visitor's write.
+    Only handling scales with ``repeats`` (for instruction counts: run 3, less run 1)."""
+    at = time.time() - 3600
+    inputs = [Record(EVENTS, 0, i, value, key, timestamp_ms=int(at * 1000))
+              for i in range(count) for key, value in [page_event(i, at, "0f0f0f0f")]]
+    touches: list[Record] = []
+    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="conv-hot-path-") as root:
-        sink = LoopbackSink()
-        audiences = parse_audiences(AUDIENCES)
-        pipeline = ConversionPipeline(
-            topics=TOPICS, audiences=audiences, decoder=JsonCodec(), sink=sink,
-            visitor_stores=DiskStores("visitors", Path(root)),
-            person_stores=DiskStores("people", Path(root)),
-            sensor=ConversionMetrics([a.key for a in audiences], ["visitors", "people"]),
-            clock=SystemClock(),
-            options=ConversionOptions(click_ttl_ms=90 * 86_400_000, settle_ms=30_000,
-                                      future_skew=300, region="US"))
-        figures: dict[str, float] = {}
         for repeat in range(repeats):
-            # New visitors each time (another run id): every touch is a store write.
-            at = time.time() - 3600
-            inputs = [Record(EVENTS, 0, i, value, key, timestamp_ms=int(at * 1000))
-                      for i in range(count) for key, value in [page_event(i, at, f"{repeat:08x}")]]
-            sink.by_anon.clear()
+            sink = LoopbackSink()
+            pipeline = pipeline_on(Path(root) / str(repeat), sink)
             for half in ("router", "visitor task"):
-                batch = inputs if half == "router" else [
-                    Record(BY_ANON, 0, i, value, key) for i, (key, value)
-                    in enumerate(sink.by_anon)]
+                batch = inputs if half == "router" else touches
                 profiler = cProfile.Profile() if profile else None
                 # CPU time, not wall: other processes on a shared machine then matter less.
                 started = time.process_time()
@@ -136,7 +143,10 @@ def run(count: int, repeats: int, profile: bool) -> dict[str, float]:
                 if profiler:
                     print(f"{half}:")
                     pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
-        pipeline.stop()
+                if not touches:
+                    touches = [Record(BY_ANON, 0, i, value, key)
+                               for i, (key, value) in enumerate(sink.by_anon)]
+            pipeline.stop()
     for half, micros in figures.items():
         print(f"{half}: {micros:.1f} us CPU per event (best of {repeats} x {count:,})")
     print(f"page path: {sum(figures.values()):.1f} us CPU per event, without librdkafka")

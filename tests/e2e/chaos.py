@@ -90,7 +90,6 @@ class Processor:
     a file (never a pipe that nobody reads, which would block a chatty process)."""
 
     env: dict[str, str]
-    command: tuple[str, ...] = ("run",)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chaos-")))
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0

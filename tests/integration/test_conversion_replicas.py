@@ -20,6 +20,7 @@ from tests.conversion_harness import (
     conversions_on,
     make_names,
     running_conversions,
+    wait_for_conversions,
 )
 from tests.harness import Trickle, left_to_read, produce, sample, wait_for
 
@@ -91,22 +92,11 @@ def test_a_restart_on_an_empty_disk_restores_memberships_and_clicks(
         c["conversion_id"] for c in by_person.values()}
 
 
-def wait_for_conversions(bootstrap: str, names: ConversionNames, count: int,
-                         timeout: float = 60.0) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = []
-
-    def enough() -> bool:
-        found[:] = conversions_on(bootstrap, names)
-        return len(found) >= count
-
-    wait_for(enough, timeout, f"{count} conversion(s)")
-    return found
-
-
 @pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
 def test_a_second_replica_joining_and_leaving_moves_state_with_its_partitions(
         kafka_bootstrap: str, conv: ConversionNames, tmp_path: Path, delivery: str) -> None:
     population = Population(entrants=600, others=150, now=time.time())
+    exactly_once = delivery == "exactly-once"
     trickle = Trickle(kafka_bootstrap, {conv.events: population.pages(),
                                         conv.identifies: population.identifies()},
                       seconds=20)
@@ -126,17 +116,17 @@ def test_a_second_replica_joining_and_leaving_moves_state_with_its_partitions(
             moved = restored_by(second)
         trickle.finish()
         wait_for(lambda: settled(kafka_bootstrap, conv), 120, "the group to reach the end")
-        # Entries still within the settle delay when the group caught up.
-        wait_for(lambda: len(conversions_on(kafka_bootstrap, conv)) >= population.entrants,
-                 30, "every conversion")
-        time.sleep(2)
+        # The last entries wait out their settle delay after the group caught up.
+        wait_for(lambda: not audit_conversions(kafka_bootstrap, conv, population,
+                                               read_committed=exactly_once).missing,
+                 30, "every entry's conversion")
+        time.sleep(2)  # anything written twice would be out by now
         taken_back = restored_by(first)
-    result = audit_conversions(kafka_bootstrap, conv, population,
-                               read_committed=delivery == "exactly-once")
+    result = audit_conversions(kafka_bootstrap, conv, population, read_committed=exactly_once)
     print(result.line(f"replica b joins and leaves, {delivery} (b read {joined:.0f} records "
                       f"and restored {moved:.0f}; a restored {taken_back:.0f})"))
     assert result.missing == []
     assert result.unexpected == []
     assert result.foreign_clicks == 0
-    if delivery == "exactly-once":
+    if exactly_once:
         assert result.duplicates == 0

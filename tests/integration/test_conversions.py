@@ -17,6 +17,7 @@ from tests.conversion_harness import (
     conversions_on,
     make_names,
     running_conversions,
+    wait_for_conversions,
 )
 from tests.harness import produce, sample, wait_for
 
@@ -27,18 +28,6 @@ GOLDEN_META_EM = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f6
 @pytest.fixture
 def conv(kafka_topics: Callable[..., str], unique_name: str, tmp_path: Path) -> ConversionNames:
     return make_names(kafka_topics, unique_name, tmp_path)
-
-
-def wait_for_conversions(bootstrap: str, names: ConversionNames, count: int,
-                         timeout: float = 60.0) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = []
-
-    def enough() -> bool:
-        found[:] = conversions_on(bootstrap, names)
-        return len(found) >= count
-
-    wait_for(enough, timeout, f"{count} conversion(s)")
-    return found
 
 
 @pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])

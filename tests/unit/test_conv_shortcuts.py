@@ -9,6 +9,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from processor.core.conversions.clicks import (
+    _USABLE,
+    MAX_VALUE_LENGTH,
     QUERY_TYPES,
     ClickType,
     _from_query,
@@ -98,3 +100,10 @@ def test_click_parameters_are_parse_qsls(query: str) -> None:
     found: dict[ClickType, str] = {}
     _from_query(query, found)
     assert found == plain_clicks(query)
+
+
+@given(st.text() | st.text(st.characters(max_codepoint=0x7F)) | st.sampled_from(
+    ["", " ", "a b", "a\tb", "\x1c", "\x7f", "~!", "Cj0K_-.", "x" * (MAX_VALUE_LENGTH + 1)]))
+def test_a_usable_value_is_the_patterns(value: str) -> None:
+    assert _usable(value) is (len(value) <= MAX_VALUE_LENGTH
+                              and _USABLE.fullmatch(value) is not None)

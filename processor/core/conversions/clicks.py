@@ -53,10 +53,8 @@ _fbc cookie Meta's own parameter builder sets."""
 MAX_VALUE_LENGTH = 1024
 _QUERY_NAMES = {t.value: t for t in QUERY_TYPES}
 _BY_NAME = {t.value: t for t in ClickType}
-_COOKIE_NAMES = tuple((t, t.value) for t in COOKIE_TYPES)  # an enum's .value is slow
-# Characters that make urlsplit's query differ from the text between the first "?" and
-# the first "#" (it drops tabs and newlines, and refuses some hosts); non-ASCII too.
-_SPLIT_ALTERS = ("\t", "\r", "\n", "[", "]")
+_NAME = {t: t.value for t in ClickType}  # an enum's .value is ten dict lookups' time
+_COOKIE_NAMES = tuple((t, t.value) for t in COOKIE_TYPES)
 _USABLE = re.compile(r"[^\s\x00-\x1f\x7f]+")
 # Meta's format: version.subdomainIndex.creationTime(ms).value (anything else is 2804001).
 _META_COOKIE = re.compile(r"fb\.[0-2]\.\d{13}\.\S+")
@@ -85,14 +83,23 @@ def observation_ms(event: Mapping[str, Any], record_time_ms: int) -> int:
 
 
 def _usable(value: Any) -> bool:
-    return (isinstance(value, str) and len(value) <= MAX_VALUE_LENGTH
-            and _USABLE.fullmatch(value) is not None)
+    if not isinstance(value, str) or len(value) > MAX_VALUE_LENGTH:
+        return False
+    if value.isascii():  # ASCII that is printable and no space: the pattern, 3x faster
+        return value != "" and value.isprintable() and " " not in value
+    return _USABLE.fullmatch(value) is not None
+
+
+def _alters_split(url: str) -> bool:
+    """Whether urlsplit's query could differ from the text between the first "?" and the
+    first "#" of this ASCII ``url``: it drops tabs and newlines, and refuses some hosts."""
+    return "\t" in url or "\r" in url or "\n" in url or "[" in url or "]" in url
 
 
 def _query_of(source: str, is_url: bool) -> str:
     if not is_url:
         return source.removeprefix("?")
-    if source.isascii() and not any(c in source for c in _SPLIT_ALTERS):
+    if source.isascii() and not _alters_split(source):
         # What urlsplit would return here, for a fraction of its cost.
         return source.partition("#")[0].partition("?")[2]
     try:
@@ -245,7 +252,7 @@ class ClickSet:
 
     def to_json(self) -> dict[str, list[Any]]:
         """Compact store form: ``{"gclid": ["<value>", <observed ms>], ...}``."""
-        return {k.value: [c.value, c.observed_at_ms] for k, c in self.clicks.items()}
+        return {_NAME[k]: [c.value, c.observed_at_ms] for k, c in self.clicks.items()}
 
     @classmethod
     def from_json(cls, data: Any) -> ClickSet:

@@ -55,13 +55,16 @@ class Touched:
 
 
 def touch(before: Visitor, message: Touch, now_ms: int, ttl_ms: int) -> Touched:
-    clicks = before.clicks.merged(message.clicks.clicks.values()).expire(now_ms, ttl_ms)
+    # A new visitor (the most common touch) has nothing to merge with nor compare to.
+    known = before.clicks
+    clicks = (known.merged(message.clicks.clicks.values()) if known else message.clicks
+              ).expire(now_ms, ttl_ms)
     visit = message.visit.newer(before.visit) if message.visit else before.visit
     user = message.user_id or before.user_id
     after = Visitor(clicks, visit, user)
     linked = message.user_id is not None and message.user_id != before.user_id
     new_clicks = sum(1 for kind, click in clicks.clicks.items()
-                     if before.clicks.get(kind) != click)
+                     if known.get(kind) != click) if known else len(clicks)
     forwards: list[Message] = []
     if user is not None and (linked or new_clicks or visit != before.visit):
         forwards.append(Clicks(user, message.anonymous_id, clicks, visit))
