@@ -90,10 +90,10 @@ class Processor:
     a file (never a pipe that nobody reads, which would block a chatty process)."""
 
     env: dict[str, str]
+    command: tuple[str, ...] = ("run",)  # the processor's subcommand
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chaos-")))
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
-    command: tuple[str, ...] = ("run",)  # the processor's subcommand
 
     def start(self) -> None:
         self.runs += 1

@@ -197,7 +197,7 @@ def test_a_poison_answer_among_5000_events_and_a_kill_9_lose_nothing(
                         PROCESSOR_MAX_BUFFERED=str(MAX_BUFFERED),
                         PROCESSOR_COMMIT_INTERVAL="500ms")
     process = Processor(env)
-    trickle = Trickle(kafka_bootstrap, names.input, items, seconds=10.0)
+    trickle = Trickle(kafka_bootstrap, {names.input: items}, seconds=10.0)
     trickle.start()
     process.start()
     try:

@@ -62,7 +62,7 @@ def test_kill_9_ten_times_each_conversion_counts_once(
                                    PROCESSOR_CONV_LINGER="200ms",
                                    PROCESSOR_COMMIT_INTERVAL="500ms"),
                         command=("conversions", "send"))
-    trickle = Trickle(kafka_bootstrap, names.outbox, outbox_items(records), seconds=3.0 * kills)
+    trickle = Trickle(kafka_bootstrap, {names.outbox: outbox_items(records)}, seconds=3.0 * kills)
     trickle.start()
     process.start()
     started = time.monotonic()
