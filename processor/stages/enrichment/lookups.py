@@ -44,6 +44,7 @@ from processor.core.errors import (
     UnusableAnswerError,
 )
 from processor.core.ratelimit import RateLimiter
+from processor.runtime.loop_thread import stop_loop_thread
 from processor.stages.enrichment.ports import EnrichmentSensor, Provider
 
 log = logging.getLogger(__name__)
@@ -124,15 +125,7 @@ class LookupPool:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel what is in flight (those records stay uncommitted) and close the provider."""
-        if not self._thread.is_alive():
-            return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-        try:
-            future.result(timeout)
-        except Exception:
-            log.warning("lookup pool did not close cleanly", exc_info=True)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
+        stop_loop_thread(self._loop, self._thread, self._shutdown(), timeout, "lookup pool")
 
     # --- the loop's side ----------------------------------------------------------
 

@@ -43,6 +43,7 @@ from processor.core.conversions.verdicts import Kind, Verdict
 from processor.core.errors import DestinationRefusedError, UnexpectedError
 from processor.core.ratelimit import RateLimiter
 from processor.core.redact import redact
+from processor.runtime.loop_thread import stop_loop_thread
 from processor.stages.sender.batches import Batch, Item
 from processor.stages.sender.ports import PlatformClient, SenderSensor
 
@@ -133,15 +134,7 @@ class DeliveryPool:
         if self._failed is not None:  # it never ran: nothing to cancel or close
             self._thread.join(timeout)
             return
-        if not self._thread.is_alive():
-            return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-        try:
-            future.result(timeout)
-        except Exception:
-            log.warning("delivery pool did not close cleanly", exc_info=True)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
+        stop_loop_thread(self._loop, self._thread, self._shutdown(), timeout, "delivery pool")
 
     # --- the loop's side ----------------------------------------------------------
 
