@@ -127,6 +127,7 @@ class FakeSource:
         # Called before each poll: the stage's tests stop it after some turns this way.
         self.before_poll: Any = None
         self.paused = False
+        self.paused_ever = False
         self.stored: dict[tuple[str, int], int] = {}
         self.committed_positions: dict[tuple[str, int], int] = {}
         self.closed = False
@@ -147,6 +148,7 @@ class FakeSource:
 
     def pause(self) -> None:
         self.paused = True
+        self.paused_ever = True
 
     def resume(self) -> None:
         self.paused = False

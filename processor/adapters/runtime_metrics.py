@@ -56,7 +56,8 @@ class RuntimeMetrics:
         self._events = self.counter("events", "Input records by final outcome and reason.",
                                     ("outcome", "reason"))
         self._buffered = self.gauge("buffered_records", "Records consumed and not yet committed.")
-        self._paused = self.gauge("fetch_paused", "1 while fetching is paused for backpressure.")
+        self._paused = self.gauge("fetch_paused",
+                                  "1 while the stage takes no records, for backpressure.")
         self._e2e = self.histogram("end_to_end_latency_seconds",
                                    "Input record timestamp to output delivery.")
         self._produce_errors = self.counter("produce_errors",

@@ -9,9 +9,12 @@ Each turn of the loop it:
 2. lets the pipeline take what finished in the background (lookups, for one);
 3. serves delivery reports, then stores (at-least-once) or, at the commit
    interval, commits in a transaction (exactly-once) what is safe;
-4. pauses fetching while too many records are unfinished, and resumes once
-   half of them are done; polling goes on meanwhile, so the group never
-   thinks this instance is dead.
+4. holds back while too many records are unfinished: it takes no records and
+   waits on the delivery reports instead, until half of them are done. The
+   records stay in librdkafka's prefetch meanwhile (a pause would drop it, and
+   fetching only starts again a while after the resume). A hold that lasts
+   ``HOLD_BEFORE_PAUSE`` pauses the consumer and polls it, so that the group's
+   events are served however long the broker takes.
 
 SIGTERM/SIGINT start a graceful stop: fetching stops, in-flight work gets
 ``shutdown_timeout`` seconds to finish, what is complete is committed, exit 0.
@@ -34,6 +37,10 @@ from processor.runtime.ports import Pipeline, Sensor, Source, TransactionalSink
 from processor.runtime.signals import StopRequest
 
 log = logging.getLogger(__name__)
+
+# Seconds a stage holds back without polling its consumer: far below librdkafka's
+# max.poll.interval.ms, and long enough that a short wait on deliveries costs no pause.
+HOLD_BEFORE_PAUSE = 1.0
 
 
 class Lifecycle(Enum):
@@ -77,6 +84,8 @@ class Stage:
         self._stop_request = stop or StopRequest()
         self._stop = self._stop_request.event
         self._last_commit = clock.monotonic()
+        # When the buffer filled up (the stage takes no records until half of it is done).
+        self._held_since: float | None = None
         self.state = Lifecycle.STARTING
 
     # --- control -------------------------------------------------------------------
@@ -115,11 +124,17 @@ class Stage:
 
     def _turn(self) -> None:
         pipeline = self._pipeline
-        # Paused for backpressure, the turn waits only briefly: resuming depends on the
-        # delivery reports served after the poll, not on records (there are none).
         timeout = pipeline.poll_timeout()
-        if self._source.paused:
+        if self._held_since is not None:
+            # Held back, the turn waits only briefly: going on depends on the delivery
+            # reports (and background work), not on records.
             timeout = min(timeout, 0.01)
+            if not self._source.paused:
+                self._sink.poll(timeout)
+                pipeline.pump()
+                self._settle()
+                self._hold_back()
+                return
         records = self._source.poll(self._options.max_batch, timeout)
         pipeline.handle(records)
         pipeline.pump()
@@ -157,12 +172,20 @@ class Stage:
     def _hold_back(self) -> None:
         outstanding = self._pipeline.outstanding()
         limit = self._options.max_buffered
-        if not self._source.paused and outstanding >= limit:
-            self._source.pause()
+        source = self._source
+        if self._held_since is None:
+            if outstanding >= limit:
+                self._held_since = self._clock.monotonic()
+                log.debug("holding back: %d records unfinished", outstanding)
+        elif outstanding <= limit // 2 and not self._stop.is_set():
+            self._held_since = None
+            if source.paused:
+                source.resume()
+        elif (not source.paused
+              and self._clock.monotonic() - self._held_since >= HOLD_BEFORE_PAUSE):
+            source.pause()
             log.debug("paused fetching: %d records unfinished", outstanding)
-        elif self._source.paused and outstanding <= limit // 2 and not self._stop.is_set():
-            self._source.resume()
-        self._sensor.buffered(outstanding, self._source.paused)
+        self._sensor.buffered(outstanding, self._held_since is not None)
 
     # --- commits ---------------------------------------------------------------------
 

@@ -79,42 +79,85 @@ def test_a_refused_delivery_is_fatal_and_nothing_past_it_is_committed() -> None:
     assert source.committed_positions.get(TP, 0) <= 1
 
 
-class TimedSource(FakeSource):
-    """Remembers the timeout of every poll made while paused."""
+class HeldSink(FakeSink):
+    """Confirms deliveries only when told to (``release``), and remembers every wait."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.paused_timeouts: list[float] = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = False
+        self.waits: list[float] = []
 
-    def poll(self, max_records: int, timeout: float) -> list[Any]:
-        if self.paused:
-            self.paused_timeouts.append(timeout)
-        return super().poll(max_records, timeout)
+    def poll(self, timeout: float) -> None:
+        self.waits.append(timeout)
+        if self.released:
+            self.deliver()
 
 
-def test_a_paused_stage_looks_at_its_deliveries_again_soon() -> None:
-    # Outputs are confirmed only when the sink is polled: with a buffer of 2, the stage
-    # pauses after the first batch and resumes once the deliveries are served.
-    sink, stop, clock = FakeSink(), StopRequest(), FakeClock()
+def held_stage(clock: FakeClock) -> tuple[Stage, FakeSource, HeldSink, StopRequest]:
+    """A stage with a buffer of 2 and three records: it holds back after the first batch."""
+    sink, stop = HeldSink(), StopRequest()
     stage, _ = build([], sink, stop, clock)
-    source = TimedSource([[record(identify(f"u{i}@example.com"), offset=i) for i in range(3)]],
-                         [TP])
+    source = FakeSource([[record(identify(f"u{i}@example.com"), offset=i) for i in range(3)]],
+                        [TP])
     stage._source = source
     stage._options = StageOptions(input_topics=("identify.raw",), commit_interval=0.0,
                                   shutdown_timeout=1.0, max_buffered=2)
-    sink.poll = lambda timeout: None  # type: ignore[method-assign]  # deliveries held back
+    return stage, source, sink, stop
+
+
+def test_a_short_hold_waits_on_deliveries_and_keeps_the_prefetch() -> None:
+    # Pausing the consumer drops librdkafka's prefetch and fetching restarts late after
+    # the resume: a hold shorter than HOLD_BEFORE_PAUSE neither pauses nor polls it.
+    clock = FakeClock()
+    stage, source, sink, stop = held_stage(clock)
+    source.before_poll = lambda polls: stop.request() if polls >= 5 else None
+    polls_when_held: list[int] = []
+    paused_when_held: list[bool] = []
+
+    def waited(timeout: float) -> None:
+        sink.waits.append(timeout)
+        polls_when_held.append(source.polls)
+        paused_when_held.append(source.paused)
+        if len(sink.waits) >= 20:
+            sink.released = True
+        if sink.released:
+            sink.deliver()
+
+    sink.poll = waited  # type: ignore[method-assign]
+    stage.run()
+    held = polls_when_held[:19]
+    assert held == [held[0]] * len(held), "the consumer was polled while held back"
+    assert not any(paused_when_held[:19])
+    assert max(sink.waits) <= 0.01
+    assert len(sink.on("identify.enriched")) == 3
+
+
+def test_a_long_hold_pauses_and_polls_the_consumer_for_the_group() -> None:
+    clock = FakeClock()
+    stage, source, sink, stop = held_stage(clock)
+    paused_polls: list[float] = []
     original_poll = source.poll
 
-    def poll_and_deliver(max_records: int, timeout: float) -> list[Any]:
-        records = original_poll(max_records, timeout)
-        if source.paused and len(source.paused_timeouts) >= 3:
-            sink.deliver()
-        return records
+    def poll(max_records: int, timeout: float) -> list[Any]:
+        if source.paused:
+            paused_polls.append(timeout)
+            if len(paused_polls) >= 3:
+                sink.released = True
+        return original_poll(max_records, timeout)
 
-    source.poll = poll_and_deliver  # type: ignore[method-assign]
-    run_until_stopped(stage, source, stop)
-    assert source.paused_timeouts
-    assert max(source.paused_timeouts) <= 0.01
+    def wait(timeout: float) -> None:
+        sink.waits.append(timeout)
+        clock.advance(0.25)  # the broker takes its time
+        if sink.released:
+            sink.deliver()
+
+    source.poll = poll  # type: ignore[method-assign]
+    sink.poll = wait  # type: ignore[method-assign]
+    source.before_poll = lambda polls: stop.request() if polls >= 10 else None
+    stage.run()
+    assert paused_polls
+    assert max(paused_polls) <= 0.01
+    assert source.paused_ever
     assert len(sink.on("identify.enriched")) == 3
 
 
