@@ -24,13 +24,14 @@ class TTLCache(Generic[V]):
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
 
-    def get(self, key: str) -> V | None:
-        """The live value for ``key``, or None (absent or expired)."""
+    def get(self, key: str, now: float | None = None) -> V | None:
+        """The live value for ``key`` at ``now`` (the clock's monotonic time, read when not
+        given), or None (absent or expired)."""
         entry = self._entries.get(key)
         if entry is None:
             return None
         expires, value = entry
-        if expires <= self._clock.monotonic():
+        if expires <= (self._clock.monotonic() if now is None else now):
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
