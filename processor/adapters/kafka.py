@@ -300,6 +300,9 @@ class KafkaSource:
         self._consumer.close()
 
 
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+
+
 class KafkaSink:
     """The producer. Transactional when the config carries a ``transactional.id``."""
 
@@ -338,8 +341,13 @@ class KafkaSink:
                                     f"{error.args[0].str()}") from None
 
     def _failed(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.refused.append(f"{message.topic()}: {error.str()}")
+        if error is None:
+            return
+        if self.transactional and error.code() in _PURGED:
+            # The records of an aborted transaction, reported after the abort: the stage
+            # has rewound to the last commit and produces them again.
+            return
+        self.refused.append(f"{message.topic()}: {error.str()}")
 
     def poll(self, timeout: float) -> None:
         self._producer.poll(timeout)
