@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from processor.adapters.json_codec import ConversionEvents, JsonEvents
 from processor.core.errors import RecordError
 from processor.devkit.bench_conversions import page_event
+from processor.stages.conversions import messages
 from processor.stages.conversions.router import route
 from tests.fakes import record
 from tests.unit.test_conv_router import KEPT, RECORD_MS, events, json_values
@@ -105,3 +106,43 @@ def test_an_identify_is_decoded_whole() -> None:
     # an audience reads must be the ones it has always read.
     value = b'{"type": "identify", "userId": "u", "traits": {"n": 1180591620717411303424}}'
     assert FAST.decode(record(value)) == orjson.loads(value)
+
+
+# --- the by-anon message ------------------------------------------------------------
+
+def message_fate(decode: Any, value: bytes) -> tuple[str, Any]:
+    try:
+        return "read", decode(value)
+    except messages.UnreadableMessage as error:
+        return "unreadable", str(error)
+
+
+click_names = st.sampled_from(["gclid", "fbclid", "fbc", "nope", ""])
+ms = st.integers(-(2**63), 2**64 - 1)
+values = text | st.sampled_from(["a b", "x" * 1025, "\t", "Cj0K"])
+# Touches as the router writes them, then with one field made odd.
+touches = st.fixed_dictionaries(
+    {"v": st.just(1), "k": st.just("touch"), "a": text},
+    optional={"u": text | st.none(),
+              "c": st.dictionaries(click_names, st.tuples(values, ms).map(list)),
+              "x": st.tuples(text | st.none(), text | st.none(), st.sampled_from(
+                  ["https://h.example/p?email=a@b.co", "https://a@b.co/", " ", "ftp://h/"])
+                  | text | st.none(), ms).map(list) | st.none(),
+              "zz": json_values})
+odd_touches = st.tuples(touches, st.sampled_from(["v", "k", "a", "u", "c", "x"]),
+                        json_values | st.sampled_from(["", "clicks", 1.0, True, [[]]])
+                        ).map(lambda t: {**t[0], t[1]: t[2]})
+forms = (touches | odd_touches).map(orjson.dumps)
+
+
+@settings(max_examples=500, deadline=None)
+@given(forms | forms.map(lambda b: b[:-1] + b',"y":"\xff"}') | st.binary(max_size=60))
+def test_a_touch_reads_as_the_general_decode_reads_it(value: bytes) -> None:
+    assert message_fate(messages.decode, value) == message_fate(messages.decode_any, value)
+
+
+def test_a_touch_the_router_wrote_takes_the_typed_path() -> None:
+    _, value = page_event(2, time.time(), "0f0f0f0f")
+    touch = route(FAST.decode(record(value)), RECORD_MS, KEPT, "US").touch
+    assert touch is not None
+    assert messages._touch(messages.encode(touch)) == touch

@@ -267,6 +267,16 @@ class ClickSet:
                 clicks[kind] = Click(kind, entry[0], entry[1])
         return cls(clicks)
 
+    @classmethod
+    def from_pairs(cls, data: Mapping[str, tuple[str, int]]) -> ClickSet:
+        """``from_json`` of an already typed form (``{name: (value, observed ms)}``)."""
+        clicks = {}
+        for name, (value, observed_at_ms) in data.items():
+            kind = _BY_NAME.get(name)
+            if kind is not None and _usable(value):
+                clicks[kind] = Click(kind, value, observed_at_ms)
+        return cls(clicks)
+
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
 

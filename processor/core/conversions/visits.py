@@ -47,8 +47,15 @@ class Visit:
         """The visit from ``to_json``'s form, or None when ``data`` does not fit it."""
         if not (isinstance(data, list) and len(data) == 4 and type(data[3]) is int):
             return None
-        ip, agent, url = _text(data[0]), _text(data[1]), _text(data[2])
-        return cls(ip, agent, page_url(url) if url else None, data[3])
+        return cls.from_fields(*data)
+
+    @classmethod
+    def from_fields(cls, ip: Any, user_agent: Any, url: Any, observed_at_ms: int) -> Visit:
+        """The visit of ``to_json``'s four fields, each checked as a new event's would be
+        (a URL's query and an email in its path are never kept)."""
+        url = _text(url)
+        return cls(_text(ip), _text(user_agent), page_url(url) if url else None,
+                   observed_at_ms)
 
 
 def _text(value: Any) -> str | None:
