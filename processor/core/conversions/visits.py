@@ -69,9 +69,11 @@ def page_url(url: str) -> str | None:
     text = url.strip()
     # What precedes the first "?" or "#" splits into the same scheme, host and path as
     # the whole URL does, and without the query a site's few pages come again and again.
-    ends = [i for i in (text.find("?"), text.find("#")) if i >= 0]
-    site = text[:min(ends)] if ends else text
-    if "@" in site or "%40" in site.lower():
+    query, fragment = text.find("?"), text.find("#")
+    end = min(query, fragment) if query >= 0 and fragment >= 0 else max(query, fragment)
+    site = text[:end] if end >= 0 else text
+    # "%40" has no case: no lowering needed to find it.
+    if "@" in site or "%40" in site:
         return _site_and_path(site)  # credentials or an email: not kept, even in memory
     return _known_site_and_path(site)
 
@@ -102,16 +104,22 @@ def visit_of(event: Any, record_time_ms: int) -> Visit | None:
     if not isinstance(event, dict):
         return None
     context = event.get("context")
-    context = context if isinstance(context, Mapping) else {}
+    if type(context) is not dict and not isinstance(context, Mapping):
+        context = _NOTHING
     page = context.get("page")
     properties = event.get("properties")
+    first = page.get("url") if isinstance(page, Mapping) else None
     url = None
-    for candidate in (page.get("url") if isinstance(page, Mapping) else None,
-                      properties.get("url") if isinstance(properties, Mapping) else None):
-        text = _text(candidate)
-        if text and (url := page_url(text)):
-            break
+    if (text := _text(first)) is not None:
+        url = page_url(text)
+    if url is None and isinstance(properties, Mapping):
+        second = properties.get("url")
+        if second != first and (text := _text(second)) is not None:
+            url = page_url(text)
     ip, agent = _text(context.get("ip")), _text(context.get("userAgent"))
     if ip is None and agent is None and url is None:
         return None
     return Visit(ip, agent, url, observation_ms(event, record_time_ms))
+
+
+_NOTHING: Mapping[str, Any] = {}
