@@ -229,7 +229,10 @@ class ClickSet:
     def expire(self, now_ms: int, ttl_ms: int) -> ClickSet:
         """Without the clicks observed more than ``ttl_ms`` before ``now_ms``."""
         oldest = now_ms - ttl_ms
-        if all(c.observed_at_ms >= oldest for c in self.clicks.values()):
+        for click in self.clicks.values():
+            if click.observed_at_ms < oldest:
+                break
+        else:
             return self  # the usual case: nothing to drop, nothing to copy
         return ClickSet({k: c for k, c in self.clicks.items() if c.observed_at_ms >= oldest})
 
