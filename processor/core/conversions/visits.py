@@ -98,9 +98,12 @@ def _site_and_path(text: str) -> str | None:
 _known_site_and_path = lru_cache(maxsize=2048)(_site_and_path)
 
 
-def visit_of(event: Any, record_time_ms: int) -> Visit | None:
+def visit_of(event: Any, record_time_ms: int, observed_at_ms: int | None = None
+             ) -> Visit | None:
     """The browser context ``event`` carries (``context.ip``, ``context.userAgent``,
-    ``context.page.url`` else ``properties.url``), or None when it carries none."""
+    ``context.page.url`` else ``properties.url``), or None when it carries none.
+    ``observed_at_ms`` is ``observation_ms(event, record_time_ms)`` when the caller has
+    it already (its clicks are stamped with it)."""
     if not isinstance(event, dict):
         return None
     context = event.get("context")
@@ -119,7 +122,9 @@ def visit_of(event: Any, record_time_ms: int) -> Visit | None:
     ip, agent = _text(context.get("ip")), _text(context.get("userAgent"))
     if ip is None and agent is None and url is None:
         return None
-    return Visit(ip, agent, url, observation_ms(event, record_time_ms))
+    if observed_at_ms is None:
+        observed_at_ms = observation_ms(event, record_time_ms)
+    return Visit(ip, agent, url, observed_at_ms)
 
 
 _NOTHING: Mapping[str, Any] = {}

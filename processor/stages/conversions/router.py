@@ -49,7 +49,7 @@ def route(event: Mapping[str, Any], record_ms: int, kept_traits: frozenset[str],
     touch = None
     found = extract(event, record_ms)
     if anonymous_id is not None:
-        visit = visit_of(event, record_ms)
+        visit = visit_of(event, record_ms, found[0].observed_at_ms if found else None)
         if found or visit is not None or user_id is not None:
             # extract gives one click per type: nothing to merge.
             touch = Touch(anonymous_id, user_id, ClickSet({c.type: c for c in found}), visit)
