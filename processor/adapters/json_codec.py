@@ -1,7 +1,8 @@
 """Event codecs: JSON here; Avro with a schema registry in ``processor.adapters.avro``.
 
 Decoding reads only the fields the stage looks at (msgspec skips the rest without
-building objects for it); anything unusual about a value is decoded in full by
+building objects for it: ``JsonCodec`` for enrichment, ``ConversionEvents`` for the
+conversions router); anything unusual about a value is decoded in full by
 orjson, whose verdict is the one the stage has always given. Encoding is orjson,
 which splices the cached, pre-encoded traits into each output.
 """
@@ -57,6 +58,64 @@ class JsonEvents:
 
     def decode(self, record: SourceRecord) -> dict[str, Any]:
         return decode_object(record.value() or b"")
+
+
+# What the conversions router reads of a page, track or screen event, as analytics
+# libraries send it. A value of another type (a numeric id, an epoch timestamp, a
+# context that is not an object) is a validation error here, and the whole event is then
+# decoded by orjson: the router's own checks decide what such values mean.
+class _Cookies(TypedDict, total=False):
+    fbc: str | None
+    fbp: str | None
+
+
+class _Page(TypedDict, total=False):
+    url: str | None
+    search: str | None
+
+
+class _Properties(TypedDict, total=False):
+    url: str | None
+    fbc: str | None
+    fbp: str | None
+
+
+class _Context(TypedDict, total=False):
+    page: _Page | None
+    ip: str | None
+    userAgent: str | None
+    clientIds: _Cookies | None
+    traits: _Cookies | None
+
+
+class _Touching(TypedDict, total=False):
+    type: str | None
+    anonymousId: str | None
+    userId: str | None
+    timestamp: str | None
+    originalTimestamp: str | None
+    context: _Context | None
+    properties: _Properties | None
+
+
+_TOUCHING: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Touching)
+
+
+class ConversionEvents:
+    """The fields of an event the conversions router reads; an identify whole (its
+    traits are the audiences' and the match keys'), and anything unusual whole too."""
+
+    def decode(self, record: SourceRecord) -> dict[str, Any]:
+        value = record.value() or b""
+        if value.isascii() or _is_utf8(value):
+            try:
+                head: dict[str, Any] = _TOUCHING.decode(value)
+            except _UNUSUAL:
+                pass
+            else:
+                if head.get("type") != "identify":
+                    return head
+        return decode_object(value)
 
 
 class JsonCodec:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.adapters.conversion_metrics import ConversionMetrics
-from processor.adapters.json_codec import JsonEvents
+from processor.adapters.json_codec import ConversionEvents
 from processor.adapters.state_store import RocksDBStore, StoreOptions
 from processor.core.clock import SystemClock
 from processor.core.conversions.audiences import parse_audiences
@@ -106,7 +106,7 @@ def batches(records: list[Record], size: int = 500) -> Iterator[list[Record]]:
 def pipeline_on(root: Path, sink: LoopbackSink) -> ConversionPipeline:
     audiences = parse_audiences(AUDIENCES)
     return ConversionPipeline(
-        topics=TOPICS, audiences=audiences, decoder=JsonEvents(), sink=sink,
+        topics=TOPICS, audiences=audiences, decoder=ConversionEvents(), sink=sink,
         visitor_stores=DiskStores("visitors", root), person_stores=DiskStores("people", root),
         sensor=ConversionMetrics([a.key for a in audiences], ["visitors", "people"]),
         clock=SystemClock(),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from processor.adapters.changelog import ChangelogReader
 from processor.adapters.conversion_metrics import ConversionMetrics
-from processor.adapters.json_codec import JsonEvents
+from processor.adapters.json_codec import ConversionEvents
 from processor.adapters.kafka import (
     KafkaSink,
     KafkaSource,
@@ -155,7 +155,7 @@ def assemble(settings: ConversionSettings, audiences: Audiences, clock: Clock | 
                                   settle_ms=int(settings.settle_delay * 1000),
                                   future_skew=int(settings.future_skew),
                                   region=settings.default_region, transactional=exactly_once),
-        audiences=audiences, decoder=JsonEvents(), sink=sink,
+        audiences=audiences, decoder=ConversionEvents(), sink=sink,
         visitor_stores=LazyStores(state, specs[0], sensor),
         person_stores=LazyStores(state, specs[1], sensor), sensor=sensor, clock=clock,
         limits=limits)

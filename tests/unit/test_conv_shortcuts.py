@@ -3,6 +3,7 @@ the plain computations they stand for give, on URL-shaped and arbitrary text."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from hypothesis import example, given
@@ -16,8 +17,11 @@ from processor.core.conversions.clicks import (
     _from_query,
     _query_of,
     _usable,
+    extract,
 )
-from processor.core.conversions.visits import page_url
+from processor.core.conversions.visits import page_url, visit_of
+from tests.unit.test_conv_router import RECORD_MS
+from tests.unit.test_conv_router import events as router_events
 
 
 def plain_page_url(url: str) -> str | None:
@@ -107,3 +111,10 @@ def test_click_parameters_are_parse_qsls(query: str) -> None:
 def test_a_usable_value_is_the_patterns(value: str) -> None:
     assert _usable(value) is (len(value) <= MAX_VALUE_LENGTH
                               and _USABLE.fullmatch(value) is not None)
+
+
+@given(router_events())
+def test_the_visit_stamped_with_the_clicks_time_is_the_visit(event: dict[str, Any]) -> None:
+    found = extract(event, RECORD_MS)
+    if found:
+        assert visit_of(event, RECORD_MS, found[0].observed_at_ms) == visit_of(event, RECORD_MS)

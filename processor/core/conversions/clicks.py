@@ -53,7 +53,8 @@ _fbc cookie Meta's own parameter builder sets."""
 MAX_VALUE_LENGTH = 1024
 _QUERY_NAMES = {t.value: t for t in QUERY_TYPES}
 _BY_NAME = {t.value: t for t in ClickType}
-_NAME = {t: t.value for t in ClickType}  # an enum's .value is ten dict lookups' time
+NAME_OF = {t: t.value for t in ClickType}
+"""Each type's name: an enum's .value is ten dict lookups' time."""
 _COOKIE_NAMES = tuple((t, t.value) for t in COOKIE_TYPES)
 _USABLE = re.compile(r"[^\s\x00-\x1f\x7f]+")
 # Meta's format: version.subdomainIndex.creationTime(ms).value (anything else is 2804001).
@@ -150,27 +151,32 @@ def extract(event: Any, record_time_ms: int) -> tuple[Click, ...]:
     context = _dict(event.get("context"))
     page = _dict(context.get("page"))
     properties = _dict(event.get("properties"))
-    parsed: list[str] = []
-    for source, is_url in ((page.get("url"), True), (page.get("search"), False),
-                           (properties.get("url"), True)):
-        if isinstance(source, str) and source:
-            query = _query_of(source, is_url)
-            # analytics.js sends the same query three times: once is enough, since a
-            # query parsed again could only offer the values already taken or refused.
-            if query not in parsed:
-                parsed.append(query)
-                _from_query(query, found)
+    url, search, other = page.get("url"), page.get("search"), properties.get("url")
+    # analytics.js sends the same query three times: once is enough, since a query parsed
+    # again could only offer the values already taken or refused.
+    query = None
+    if isinstance(url, str) and url:
+        query = _query_of(url, True)
+        _from_query(query, found)
+    if isinstance(search, str) and search and (again := search.removeprefix("?")) != query:
+        _from_query(again, found)
+    else:
+        again = None
+    if (isinstance(other, str) and other and other != url
+            and (last := _query_of(other, True)) != query and last != again):
+        _from_query(last, found)
     # Where analytics libraries put the cookies: Jitsu, Segment's CAPI mapping, traits.
-    for place in (_dict(context.get("clientIds")), properties, _dict(context.get("traits"))):
-        for kind, name in _COOKIE_NAMES:
-            value = place.get(name)
-            if (value is not None and kind not in found and _usable(value)
-                    and _META_COOKIE.fullmatch(value)):
-                found[kind] = value
+    for place in (context.get("clientIds"), properties, context.get("traits")):
+        if place and isinstance(place, dict):
+            for kind, name in _COOKIE_NAMES:
+                value = place.get(name)
+                if (value is not None and kind not in found and _usable(value)
+                        and _META_COOKIE.fullmatch(value)):
+                    found[kind] = value
     if not found:
         return ()
     at = observation_ms(event, record_time_ms)
-    return tuple(Click(kind, value, at) for kind, value in found.items())
+    return tuple([Click(kind, value, at) for kind, value in found.items()])
 
 
 def _kept(old: Click, new: Click) -> Click:
@@ -223,7 +229,10 @@ class ClickSet:
     def expire(self, now_ms: int, ttl_ms: int) -> ClickSet:
         """Without the clicks observed more than ``ttl_ms`` before ``now_ms``."""
         oldest = now_ms - ttl_ms
-        if all(c.observed_at_ms >= oldest for c in self.clicks.values()):
+        for click in self.clicks.values():
+            if click.observed_at_ms < oldest:
+                break
+        else:
             return self  # the usual case: nothing to drop, nothing to copy
         return ClickSet({k: c for k, c in self.clicks.items() if c.observed_at_ms >= oldest})
 
@@ -252,7 +261,7 @@ class ClickSet:
 
     def to_json(self) -> dict[str, list[Any]]:
         """Compact store form: ``{"gclid": ["<value>", <observed ms>], ...}``."""
-        return {_NAME[k]: [c.value, c.observed_at_ms] for k, c in self.clicks.items()}
+        return {NAME_OF[k]: [c.value, c.observed_at_ms] for k, c in self.clicks.items()}
 
     @classmethod
     def from_json(cls, data: Any) -> ClickSet:
@@ -265,6 +274,16 @@ class ClickSet:
             if (kind is not None and isinstance(entry, list) and len(entry) == 2
                     and _usable(entry[0]) and type(entry[1]) is int):
                 clicks[kind] = Click(kind, entry[0], entry[1])
+        return cls(clicks)
+
+    @classmethod
+    def from_pairs(cls, data: Mapping[str, tuple[str, int]]) -> ClickSet:
+        """``from_json`` of an already typed form (``{name: (value, observed ms)}``)."""
+        clicks = {}
+        for name, (value, observed_at_ms) in data.items():
+            kind = _BY_NAME.get(name)
+            if kind is not None and _usable(value):
+                clicks[kind] = Click(kind, value, observed_at_ms)
         return cls(clicks)
 
     def to_bytes(self) -> bytes:

@@ -47,8 +47,15 @@ class Visit:
         """The visit from ``to_json``'s form, or None when ``data`` does not fit it."""
         if not (isinstance(data, list) and len(data) == 4 and type(data[3]) is int):
             return None
-        ip, agent, url = _text(data[0]), _text(data[1]), _text(data[2])
-        return cls(ip, agent, page_url(url) if url else None, data[3])
+        return cls.from_fields(*data)
+
+    @classmethod
+    def from_fields(cls, ip: Any, user_agent: Any, url: Any, observed_at_ms: int) -> Visit:
+        """The visit of ``to_json``'s four fields, each checked as a new event's would be
+        (a URL's query and an email in its path are never kept)."""
+        url = _text(url)
+        return cls(_text(ip), _text(user_agent), page_url(url) if url else None,
+                   observed_at_ms)
 
 
 def _text(value: Any) -> str | None:
@@ -62,9 +69,11 @@ def page_url(url: str) -> str | None:
     text = url.strip()
     # What precedes the first "?" or "#" splits into the same scheme, host and path as
     # the whole URL does, and without the query a site's few pages come again and again.
-    ends = [i for i in (text.find("?"), text.find("#")) if i >= 0]
-    site = text[:min(ends)] if ends else text
-    if "@" in site or "%40" in site.lower():
+    query, fragment = text.find("?"), text.find("#")
+    end = min(query, fragment) if query >= 0 and fragment >= 0 else max(query, fragment)
+    site = text[:end] if end >= 0 else text
+    # "%40" has no case: no lowering needed to find it.
+    if "@" in site or "%40" in site:
         return _site_and_path(site)  # credentials or an email: not kept, even in memory
     return _known_site_and_path(site)
 
@@ -89,22 +98,33 @@ def _site_and_path(text: str) -> str | None:
 _known_site_and_path = lru_cache(maxsize=2048)(_site_and_path)
 
 
-def visit_of(event: Any, record_time_ms: int) -> Visit | None:
+def visit_of(event: Any, record_time_ms: int, observed_at_ms: int | None = None
+             ) -> Visit | None:
     """The browser context ``event`` carries (``context.ip``, ``context.userAgent``,
-    ``context.page.url`` else ``properties.url``), or None when it carries none."""
+    ``context.page.url`` else ``properties.url``), or None when it carries none.
+    ``observed_at_ms`` is ``observation_ms(event, record_time_ms)`` when the caller has
+    it already (its clicks are stamped with it)."""
     if not isinstance(event, dict):
         return None
     context = event.get("context")
-    context = context if isinstance(context, Mapping) else {}
+    if type(context) is not dict and not isinstance(context, Mapping):
+        context = _NOTHING
     page = context.get("page")
     properties = event.get("properties")
+    first = page.get("url") if isinstance(page, Mapping) else None
     url = None
-    for candidate in (page.get("url") if isinstance(page, Mapping) else None,
-                      properties.get("url") if isinstance(properties, Mapping) else None):
-        text = _text(candidate)
-        if text and (url := page_url(text)):
-            break
+    if (text := _text(first)) is not None:
+        url = page_url(text)
+    if url is None and isinstance(properties, Mapping):
+        second = properties.get("url")
+        if second != first and (text := _text(second)) is not None:
+            url = page_url(text)
     ip, agent = _text(context.get("ip")), _text(context.get("userAgent"))
     if ip is None and agent is None and url is None:
         return None
-    return Visit(ip, agent, url, observation_ms(event, record_time_ms))
+    if observed_at_ms is None:
+        observed_at_ms = observation_ms(event, record_time_ms)
+    return Visit(ip, agent, url, observed_at_ms)
+
+
+_NOTHING: Mapping[str, Any] = {}

@@ -37,6 +37,7 @@ import orjson
 
 from processor.core.clock import Clock
 from processor.core.conversions.audiences import Audiences
+from processor.core.conversions.clicks import NAME_OF
 from processor.core.conversions.entries import Entry, Outcome
 from processor.core.conversions.record import build_record
 from processor.core.errors import FatalError, RecordError, UnreadableInternalError
@@ -59,6 +60,9 @@ PERSON = b"p\x00"
 DUE = b"d\x00"  # + due time (ms, 13 digits) + \x00 + conversion id -> [person, audience, ts]
 PUNCTUATE_EVERY = 0.1  # seconds between looks at the due index
 STATE_EVERY = 5.0  # seconds between reports of the stores' sizes
+_TOMBSTONE, _ROUTED, _NOTHING_TO_DO = ("skipped", "tombstone"), ("routed", ""), (
+    "skipped", "nothing_to_do")
+_VISITOR_DONE = ("processed", "visitor")
 
 
 @dataclass(frozen=True)
@@ -161,21 +165,24 @@ class ConversionPipeline(Ledgered[_Payload]):
         if not records:
             return
         now_ms = int(self._clock.time() * 1000)
+        # Looked up once a batch: the page path is a few microseconds a record.
+        ledger, by_topic, counts = self._ledger, self._by_topic, self._counts
+        outputs_of, refuse, emit = self._outputs_of, self._refuse_too_large, self._emit
         for record in records:
             topic = record.topic() or ""
-            tp = (topic, record.partition() or 0)
-            slot = self._ledger.partition(tp).track(record.offset() or 0)
-            self._by_topic[topic] += 1
+            partition = record.partition() or 0
+            slot = ledger.partition((topic, partition)).track(record.offset() or 0)
+            by_topic[topic] += 1
             outputs: list[Output] = []
             if record.value() is None:
-                self._counts[("skipped", "tombstone")] += 1
+                counts[_TOMBSTONE] += 1
             else:
                 try:
-                    outputs = self._outputs_of(record, topic, tp[1], now_ms)
-                    self._refuse_too_large(record, outputs)
+                    outputs = outputs_of(record, topic, partition, now_ms)
+                    refuse(record, outputs)
                 except RecordError as error:
                     outputs = [self._dead_letter(record, error.with_record(record), now_ms)]
-            self._emit(slot, outputs)
+            emit(slot, outputs)
         self._sensor.consumed(len(records))
 
     def _refuse_too_large(self, record: SourceRecord, outputs: list[Output]) -> None:
@@ -206,15 +213,16 @@ class ConversionPipeline(Ledgered[_Payload]):
         for dropped in routed.dropped:
             self._dropped[(dropped.platform.value, dropped.reason.value)] += 1
         outputs = []
-        if routed.touch is not None:
-            self._clicks.update(c.type.value for c in routed.touch.clicks.clicks.values())
-            outputs.append(self._message(self._topics.by_anon, routed.touch.anonymous_id,
-                                         routed.touch))
+        if (touch := routed.touch) is not None:
+            clicks = self._clicks
+            for kind in touch.clicks.clicks:
+                clicks[NAME_OF[kind]] += 1
+            outputs.append(Output(self._topics.by_anon, touch.anonymous_id.encode(),
+                                  messages.encode(touch), None))
         if routed.identify is not None:
             outputs.append(self._message(self._topics.by_person, routed.identify.person,
                                          routed.identify))
-        self._counts[("routed" if outputs else "skipped", "" if outputs else "nothing_to_do")
-                     ] += 1
+        self._counts[_ROUTED if outputs else _NOTHING_TO_DO] += 1
         return outputs
 
     def _message(self, topic: str, key: str, message: messages.Message) -> Output:
@@ -241,7 +249,7 @@ class ConversionPipeline(Ledgered[_Payload]):
         for forward in done.forwards:
             person = forward.person if isinstance(forward, Clicks | Merge) else ""
             outputs.append(self._message(self._topics.by_person, person, forward))
-        self._counts[("processed", "visitor")] += 1
+        self._counts[_VISITOR_DONE] += 1
         return outputs
 
     # --- the person task ----------------------------------------------------------
@@ -369,9 +377,10 @@ class ConversionPipeline(Ledgered[_Payload]):
             return
         delivery = _Unconfirmed(slot, len(outputs), self.refused)
         slot.payload = delivery
+        produce = self._sink.produce
         for output in outputs:
-            self._sink.produce(output.topic, output.key, output.value, output.headers,
-                               delivery, partition=output.partition)
+            produce(output.topic, output.key, output.value, output.headers, delivery,
+                    partition=output.partition)
 
 
     def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:

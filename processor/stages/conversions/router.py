@@ -49,9 +49,10 @@ def route(event: Mapping[str, Any], record_ms: int, kept_traits: frozenset[str],
     touch = None
     found = extract(event, record_ms)
     if anonymous_id is not None:
-        visit = visit_of(event, record_ms)
+        visit = visit_of(event, record_ms, found[0].observed_at_ms if found else None)
         if found or visit is not None or user_id is not None:
-            touch = Touch(anonymous_id, user_id, ClickSet().merged(found), visit)
+            # extract gives one click per type: nothing to merge.
+            touch = Touch(anonymous_id, user_id, ClickSet({c.type: c for c in found}), visit)
     if not is_identify:
         return Routed(touch, None, (), len(found))
     person = person_key(user_id, anonymous_id)
