@@ -371,7 +371,7 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {_figure(name, result)} | {result.get('target', '')} | "
                      f"{_met(result)} |")
         idle += [f"{name} ({what})" for what in result.get("idle_bound", ())]
-    lines += ["", f"Idle-bound (busiest thread busy below {BUSY} with a backlog): "
+    lines += ["", f"Idle-bound (busiest thread busy and cores used below {BUSY}, with a backlog): "
               f"{', '.join(idle) if idle else 'none'}"]
     return "\n".join(lines)
 
