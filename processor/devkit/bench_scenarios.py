@@ -48,6 +48,12 @@ BUSY = 0.85  # of a core: below it, with a backlog and no bound to respect, a ru
 TARGET_SIZE = "medium"  # the event size the cached path's target is judged on
 
 
+def idle_bound(busy: float, cores: float, processes: int = 1) -> bool:
+    """Neither its busiest thread was busy ``BUSY`` of the window nor each process used
+    ``BUSY`` of a core (see the module's docstring)."""
+    return busy < BUSY and cores / processes < BUSY
+
+
 def _throughput(bench: Bench, names: dict[str, str], running: list[Running], count: int,
                 timeout: float = 600) -> dict[str, Any]:
     """Rate and CPU between 10% and 90% of the outputs (start-up, group join, cache
@@ -71,7 +77,7 @@ def _throughput(bench: Bench, names: dict[str, str], running: list[Running], cou
     return {"events_per_s": round(events / (end - start)),
             "cpu_us_per_event": round(cpu / events * 1e6, 1),
             "cores": round(cores, 2), "busy": round(busy, 2),
-            "idle_bound": busy < BUSY and cores / len(running) < BUSY,
+            "idle_bound": idle_bound(busy, cores, len(running)),
             "peak_rss_mb": round(max(p.watch.peak_rss for p in running) / 2**20, 1),
             "peak_rss_mb_halves": [round(h / 2**20, 1) for h in halves],
             "events": count}

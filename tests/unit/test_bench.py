@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from processor.devkit.bench_rig import ProcessWatch, Progress
-from processor.devkit.bench_scenarios import table
+from processor.devkit.bench_scenarios import idle_bound, table
 
 
 def progress_with(points: list[tuple[float, int]]) -> Progress:
@@ -76,8 +76,18 @@ def test_idle_bound_runs_are_flagged_and_listed() -> None:
     assert ("1474 B events: stage 9000/s (50.0 us CPU/event, 0.45 cores, busiest thread "
             "0.5 busy, ") in lines[4]
     assert "**idle-bound**) vs bare loop 20000/s" in lines[4]
-    assert lines[-1] == ("Idle-bound (busiest thread busy below 0.85 with a backlog): "
-                         "cached (medium stage)")
+    assert lines[-1] == ("Idle-bound (busiest thread busy and cores used below 0.85, with a "
+                         "backlog): cached (medium stage)")
+
+
+def test_idle_bound_takes_both_the_busiest_thread_and_the_cores() -> None:
+    assert idle_bound(busy=0.5, cores=0.45)
+    # Waiting for a CPU on a shared machine: busy, though it got little of one.
+    assert not idle_bound(busy=0.97, cores=0.45)
+    # Two Python threads taking turns on the interpreter's lock: a core used.
+    assert not idle_bound(busy=0.7, cores=0.91)
+    # Two processes sharing 1.17 cores, each waiting on a starved broker.
+    assert idle_bound(busy=0.43, cores=1.17, processes=2)
 
 
 def test_a_thread_that_waited_for_a_cpu_counts_as_busy() -> None:
