@@ -83,7 +83,9 @@ def test_one_invalid_event_in_64_is_bisected_out(kafka_bootstrap: str, names: Se
     settings = names.settings(kafka_bootstrap, meta, google, meta_batch_max=64,
                               google_batch_max=64, linger=2.0)
     with running_sender(settings):
-        found = results(kafka_bootstrap, names, until=lambda r: len(r.audit) >= 64)
+        # The dead letters are on a topic of their own: read until they are in too.
+        found = results(kafka_bootstrap, names,
+                        until=lambda r: len(r.audit) >= 64 and len(r.letters) >= 1)
         wait_for(lambda: caught_up(kafka_bootstrap, names.group, names.outbox, 3), 30,
                  "offsets committed")
     server = meta if destination == "meta" else google
@@ -114,7 +116,9 @@ def test_google_ads_partial_failure_rejects_one_row_and_retries_another(
     google.fail(reason="INTERNAL_ERROR", event_ids=[transient], times=2)
     produce(kafka_bootstrap, names.outbox, outbox_items(records))
     with running_sender(names.settings(kafka_bootstrap, meta, google, linger=1.5)):
-        found = results(kafka_bootstrap, names, until=lambda r: len(r.audit) >= 10)
+        # The dead letters are on a topic of their own: read until they are in too.
+        found = results(kafka_bootstrap, names,
+                        until=lambda r: len(r.audit) >= 10 and len(r.letters) >= 1)
     # The first request carried all ten; only the transient row was sent again, alone.
     assert [r["events"] for r in google.requests(api="ads")] == [10, 1, 1]
     assert {e["order_id"] for e in google.events(api="ads")} == {
@@ -196,7 +200,9 @@ def test_transient_errors_are_retried_and_dead_lettered_only_past_the_deadline(
                               breaker_threshold=100)
     started = time.monotonic()
     with running_sender(settings):
-        found = results(kafka_bootstrap, names, until=lambda r: len(r.audit) >= 10)
+        # The dead letters are on a topic of their own: read until they are in too.
+        found = results(kafka_bootstrap, names,
+                        until=lambda r: len(r.audit) >= 10 and len(r.letters) >= 5)
     took = time.monotonic() - started
     assert found.statuses("meta") == {r["conversion_id"]: ["accepted"] for r in meta_records}
     assert found.statuses("google") == {r["conversion_id"]: ["rejected"]
