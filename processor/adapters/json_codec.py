@@ -15,7 +15,7 @@ import msgspec
 import orjson
 
 from processor.core.errors import DecodeError, NotAnObjectError
-from processor.core.records import SourceRecord
+from processor.core.records import SourceRecord, is_utf8
 
 
 class _TraitsHead(TypedDict, total=False):
@@ -107,14 +107,9 @@ class ConversionEvents:
 
     def decode(self, record: SourceRecord) -> dict[str, Any]:
         value = record.value() or b""
-        if value.isascii() or _is_utf8(value):
-            try:
-                head: dict[str, Any] = _TOUCHING.decode(value)
-            except _UNUSUAL:
-                pass
-            else:
-                if head.get("type") != "identify":
-                    return head
+        head = _head(_TOUCHING, value)
+        if head is not None and head.get("type") != "identify":
+            return head
         return decode_object(value)
 
 
@@ -124,15 +119,8 @@ class JsonCodec:
     def decode(self, record: SourceRecord) -> dict[str, Any]:
         """The event's fields that decide what happens to it (not the whole event)."""
         value = record.value() or b""
-        # msgspec does not check the UTF-8 of strings it skips; ASCII cannot be wrong.
-        if value.isascii() or _is_utf8(value):
-            try:
-                head: dict[str, Any] = _HEAD.decode(value)
-            except _UNUSUAL:
-                pass
-            else:
-                return head
-        return decode_object(value)
+        head = _head(_HEAD, value)
+        return head if head is not None else decode_object(value)
 
     def prepare(self, traits: dict[str, Any]) -> orjson.Fragment:
         # Encoded once per email and spliced into every output as it is. Copied because
@@ -143,9 +131,13 @@ class JsonCodec:
         return orjson.dumps(event)
 
 
-def _is_utf8(value: bytes) -> bool:
+def _head(decoder: msgspec.json.Decoder[Any], value: bytes) -> dict[str, Any] | None:
+    """Some fields of ``value``, typed by ``decoder``; None when the whole event must be
+    decoded by orjson to judge it (not UTF-8, not JSON, of another form, too deep)."""
+    if not is_utf8(value):
+        return None
     try:
-        value.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
+        head: dict[str, Any] = decoder.decode(value)
+    except _UNUSUAL:
+        return None
+    return head

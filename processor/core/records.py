@@ -88,3 +88,14 @@ class Record:
 def coordinates(record: SourceRecord) -> str:
     """``topic[partition]@offset``: how logs and errors name a record without its data."""
     return f"{record.topic()}[{record.partition()}]@{record.offset()}"
+
+
+def is_utf8(value: bytes) -> bool:
+    """True when ``value`` is valid UTF-8 (msgspec does not check the strings it skips)."""
+    if value.isascii():
+        return True
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -27,6 +27,7 @@ from processor.core.conversions.clicks import ClickSet
 from processor.core.conversions.entries import Membership
 from processor.core.conversions.matching import MatchKeys
 from processor.core.conversions.visits import Visit
+from processor.core.records import is_utf8
 
 VERSION = 1
 
@@ -143,7 +144,7 @@ def _touch(value: bytes) -> Touch | None:
     """The touch ``value`` holds, typed by msgspec; None when the general decode must
     judge it. Click values and the visit are checked as the general decode checks them,
     so a record on the internal topic that the stage did not write gets no further."""
-    if not (value.isascii() or _is_utf8(value)):
+    if not is_utf8(value):
         return None
     try:
         form = _TOUCH.decode(value)
@@ -156,14 +157,6 @@ def _touch(value: bytes) -> Touch | None:
 
 
 _NO_CLICKS = ClickSet()
-
-
-def _is_utf8(value: bytes) -> bool:
-    try:
-        value.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 _TOUCH_START = b'{"v":%d,"k":"touch",' % VERSION  # how ``encode`` begins a touch
