@@ -129,14 +129,10 @@ class Stage:
             # Held back, the turn waits only briefly: going on depends on the delivery
             # reports (and background work), not on records.
             timeout = min(timeout, 0.01)
-            if not self._source.paused:
-                self._sink.poll(timeout)
-                pipeline.pump()
-                self._settle()
-                self._hold_back()
-                return
-        records = self._source.poll(self._options.max_batch, timeout)
-        pipeline.handle(records)
+        if self._held_since is not None and not self._source.paused:
+            self._sink.poll(timeout)  # the consumer keeps its prefetch meanwhile
+        else:
+            pipeline.handle(self._source.poll(self._options.max_batch, timeout))
         pipeline.pump()
         self._settle()
         self._hold_back()
