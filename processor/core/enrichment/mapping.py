@@ -48,25 +48,52 @@ def snake_case(segment: str) -> str:
     return _NOT_WORD.sub("_", spaced).strip("_")
 
 
+# The full name of each (path, field) met so far ("" when the field cannot be named):
+# an answer's fields repeat from lookup to lookup, and naming them was most of the cost
+# of a lookup's result. Emptied when full, so an unusual provider cannot grow it.
+_NAMES: dict[tuple[str, Any], str] = {}
+_NAMES_MAX = 65_536
+# What a JSON value can be besides an object: never looked at as a Mapping.
+_LEAVES = (str, int, float, list)
+
+
+def _name(path: str, field: Any) -> str:
+    segment = snake_case(str(field))
+    name = f"{path}_{segment}" if segment else ""
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    _NAMES[(path, field)] = name
+    return name
+
+
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
     """Flatten one JSON object under ``prefix`` (``clearbit_person`` for example); anything
     but an object gives nothing."""
     traits: dict[str, Any] = {}
     if not isinstance(value, Mapping):
         return traits
-    stack: list[tuple[str, Any]] = [(prefix, value)]
+    names = _NAMES
+    # Depth first in body order: each object's fields are walked by an iterator of its
+    # own, left on the stack while an object under it is walked.
+    stack: list[tuple[str, Any]] = [(prefix, iter(value.items()))]
     while stack:
-        path, node = stack.pop()
-        if node is None:
-            continue
-        if isinstance(node, Mapping):
-            # Reversed so that, popped from the stack, fields come out in body order.
-            for field, child in reversed(list(node.items())):
-                segment = snake_case(str(field))
-                if segment:
-                    stack.append((f"{path}_{segment}", child))
-        elif path not in traits:  # first come, first named
-            traits[path] = node
+        path, fields = stack[-1]
+        for field, child in fields:
+            if child is None:
+                continue
+            name = names.get((path, field))
+            if name is None:
+                name = _name(path, field)
+            if not name:
+                continue
+            if type(child) is dict or (not isinstance(child, _LEAVES)
+                                       and isinstance(child, Mapping)):
+                stack.append((name, iter(child.items())))
+                break
+            if name not in traits:  # first come, first named
+                traits[name] = child
+        else:
+            stack.pop()
     return traits
 
 
