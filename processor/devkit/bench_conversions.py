@@ -54,6 +54,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from processor.devkit.bare_loop import send
 from processor.devkit.broker import LocalKafka, create_topics
 
 PARTITIONS = 3
@@ -120,12 +121,7 @@ def produce_pages(bootstrap: str, topic: str, count: int, run: str) -> float:
     at = time.time() - 3600
     for i in range(count):
         key, value = page_event(i, at, run)
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        send(producer, topic, value, key)
     producer.flush(300)
     return time.monotonic() - started
 
@@ -292,11 +288,12 @@ class Rig:
         })
         return self._spawn([sys.executable, "-m", "processor", "conversions"], env, watch)
 
-    def bare_loop(self, names: dict[str, str], output: str) -> Watched:
+    def bare_loop(self, names: dict[str, str], output: str, hop: str | None = None) -> Watched:
         topic = f"{names['prefix']}.{output}"
+        relay = ["--relay", hop] if hop else []
         return self._spawn([sys.executable, "-m", "processor.devkit.bare_loop", self.bootstrap,
-                            names["events"], topic, f"{names['group']}-{output}"],
-                           {**os.environ, **self.env}, [topic])
+                            names["events"], topic, f"{names['group']}-{output}", *relay],
+                           {**os.environ, **self.env}, [topic, *([hop] if hop else [])])
 
     def _spawn(self, argv: list[str], env: dict[str, str], watch: list[str]) -> Watched:
         log = self.workdir / f"{uuid.uuid4().hex[:8]}.log"
@@ -323,16 +320,19 @@ def _throughput(rig: Rig, names: dict[str, str], count: int, state_dir: Path,
 
 
 def _bare(rig: Rig, names: dict[str, str], count: int, output: str,
-          timeout: float) -> dict[str, Any]:
-    """The bare loop on the stage's input topic, with a group and an output of its own."""
-    create_topics(rig.bootstrap, {f"{names['prefix']}.{output}": PARTITIONS})
-    bare = rig.bare_loop(names, output)
+          timeout: float, *, two_hops: bool = False) -> dict[str, Any]:
+    """The bare loop on the stage's input topic, with a group and an output of its own
+    (``two_hops``: through a topic of its own first, as the page path goes through
+    ``by-anon``; its window runs from that topic to the output, as the stage's does)."""
+    topic = f"{names['prefix']}.{output}"
+    hop = f"{topic}-hop" if two_hops else None
+    create_topics(rig.bootstrap, {topic: PARTITIONS, **({hop: PARTITIONS} if hop else {})})
+    bare = rig.bare_loop(names, output, hop)
     try:
-        bare.wait_for(bare.topics[0], count, timeout)
+        bare.wait_for(topic, count, timeout)
     finally:
         bare.stop()
-    topic = f"{names['prefix']}.{output}"
-    done = bare.window(topic, topic, count)
+    done = bare.window(hop or topic, topic, count)
     return {"events_per_s": round(done["per_s"]), "cpu_us_per_event": round(done["cpu_us"], 1),
             "cores": round(done["cores"], 2), "window_s": round(done["seconds"], 1),
             "main_thread_running": round(done["main_running"], 2),
@@ -405,6 +405,7 @@ def conversion_figures(bootstrap: str, quick: bool,
     rig = Rig(bootstrap, workdir, dict(env or {}))
     runs: dict[str, Any] = {}
     bares: list[dict[str, Any]] = []
+    two_hops: dict[str, Any] = {"events_per_s": 0, "cpu_us_per_event": 0.0}
     names: dict[str, str] = {}
     run = ""
     for count in sizes:
@@ -425,6 +426,8 @@ def conversion_figures(bootstrap: str, quick: bool,
             # load moved meanwhile shows in the difference.
             bares.append(_bare(rig, names, count, "bare-again", timeout=600))
             say(f"   bare loop again: {bares[-1]}")
+            two_hops = _bare(rig, names, count, "bare-two-hops", timeout=600, two_hops=True)
+            say(f"   bare loop through a second topic: {two_hops}")
     restore = _restore(rig, names, run, sizes[-1])
     say(f"   restore: {restore}")
     small, large = (runs[str(size)] for size in sizes)
@@ -432,10 +435,13 @@ def conversion_figures(bootstrap: str, quick: bool,
     bare = {key: round(sum(b[key] for b in bares) / len(bares), 1)
             for key in ("events_per_s", "cpu_us_per_event", "cores", "peak_rss_mb")}
     ratio = page["events_per_s"] / bare["events_per_s"] if bare["events_per_s"] else 0.0
+    hops_ratio = (page["events_per_s"] / two_hops["events_per_s"]
+                  if two_hops["events_per_s"] else 0.0)
     figures: dict[str, Any] = {
         "sizes": list(sizes), "ratio_size": compared,
         "page_path": page, "bare_loop": bare, "bare_loop_runs": bares, "by_size": runs,
         "ratio": round(ratio, 2),
+        "bare_two_hops": two_hops, "ratio_to_two_hops": round(hops_ratio, 2),
         "cpu_ratio": round(page["cpu_us_per_event"] / bare["cpu_us_per_event"], 2),
         "ratio_target": ">= 0.5", "ratio_met": ratio >= 0.5,
         "peak_rss_mb": {str(size): runs[str(size)]["peak_rss_mb"] for size in sizes},
@@ -471,6 +477,10 @@ def table(figures: dict[str, Any]) -> str:
         f"(the mean of {bare_runs})",
         f"  ratio to the bare loop: {figures['ratio']}x by rate, {figures['cpu_ratio']}x the "
         f"CPU per event (target >= 0.5x: {met(figures['ratio_met'])})",
+        f"  the bare loop through a second topic (the page path's records in and out): "
+        f"{figures['bare_two_hops']['events_per_s']:,}/s, "
+        f"{figures['bare_two_hops']['cpu_us_per_event']} us; the stage "
+        f"{figures['ratio_to_two_hops']}x its rate",
         f"  main thread on a CPU / runnable without one: stage {page['main_thread_running']} / "
         f"{page['main_thread_starved']} of the time",
     ]

@@ -168,13 +168,22 @@ class Bench:
         environment.update(env)
         return self._spawn([sys.executable, "-m", "processor", "run"], environment, names)
 
-    def start_bare_loop(self, names: dict[str, str]) -> Running:
-        """The baseline: consume and produce with the stage's own client settings."""
+    def start_bare_loop(self, names: dict[str, str], *, enriched: bool = False) -> Running:
+        """The baseline: consume and produce with the stage's own client settings
+        (``enriched``: writing the stage's outputs, see ``processor.devkit.bare_loop``)."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
         environment.update(self.stage_env)
         return self._spawn([sys.executable, "-m", "processor.devkit.bare_loop", self.bootstrap,
-                            names["input"], names["output"], names["group"]],
+                            names["input"], names["output"], names["group"],
+                            *(["--enriched"] if enriched else [])],
                            environment, names)
+
+    def start_pool_peer(self, names: dict[str, str]) -> Running:
+        """The job as a plain consumer and a 32-thread pool (``processor.devkit.pool_peer``)."""
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
+        return self._spawn([sys.executable, "-m", "processor.devkit.pool_peer", self.bootstrap,
+                            names["input"], names["output"], names["group"], self.clearbit.url,
+                            KEY], environment, names)
 
     def _spawn(self, argv: list[str], env: dict[str, str], names: dict[str, str]) -> Running:
         log = self.workdir / f"{names['group']}-{uuid.uuid4().hex[:4]}.log"

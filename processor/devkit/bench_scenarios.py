@@ -105,8 +105,25 @@ def cached_path(bench: Bench, quick: bool) -> dict[str, Any]:
     idle = [f"{size} {which}" for size, r in sizes.items() for which in ("stage", "bare_loop")
             if r[which]["idle_bound"]]
     return {"sizes": sizes, "stage": target["stage"], "bare_loop": target["bare_loop"],
-            "ratio": target["ratio"], "idle_bound": idle,
+            "ratio": target["ratio"], "idle_bound": idle, "peers": _peers(bench, count),
             "target": ">= 0.6", "met": target["ratio"] >= 0.6 and not idle}
+
+
+def _peers(bench: Bench, count: int) -> dict[str, Any]:
+    """On the target size, right after the stage: the bare loop writing the stage's
+    outputs (the same bytes on the broker, none of the work) and the job as a plain
+    consumer with a 32-thread pool, each as a ratio to a second run of the stage."""
+    runs: dict[str, Any] = {}
+    for which, start in (("bare_enriched", lambda n: bench.start_bare_loop(n, enriched=True)),
+                         ("pool", bench.start_pool_peer), ("stage", bench.start_processor)):
+        names = bench.topics(f"peer-{which}")
+        produce(bench.bootstrap, names["input"], cached_events(count, DISTINCT, size=TARGET_SIZE))
+        runs[which] = _throughput(bench, names, [start(names)], count)
+        say(f"   {TARGET_SIZE} events, {which}: {runs[which]}")
+    stage = runs["stage"]["events_per_s"]
+    return {**runs, **{f"stage_to_{which}": round(stage / runs[which]["events_per_s"], 2)
+                       if runs[which]["events_per_s"] else 0.0
+                       for which in ("bare_enriched", "pool")}}
 
 
 def _event_bytes(size: str) -> int:
@@ -406,6 +423,14 @@ def _figure(name: str, r: dict[str, Any]) -> str:  # noqa: PLR0911 - one line pe
         others = "; ".join(f"{x['event_bytes']} B events: stage {_run(x['stage'])} vs bare "
                            f"loop {_run(x['bare_loop'])}: {x['ratio']}x"
                            for size, x in sizes.items() if size != TARGET_SIZE)
+        peers = r.get("peers")
+        if peers:
+            others = (f"{others}<br>peers on the {TARGET_SIZE} events: stage "
+                      f"{_run(peers['stage'])}; bare loop writing the stage's outputs "
+                      f"{_run(peers['bare_enriched'])}: stage "
+                      f"**{peers['stage_to_bare_enriched']}x**; 32-thread pool "
+                      f"{_run(peers['pool'])}: stage "
+                      f"**{peers['stage_to_pool']}x**")
         return target if not others else f"{target}; {others}"
     if name == "cached-avro":
         return f"Avro {_run(r['avro'])} vs JSON {_run(r['json'])}: {r['ratio']}x"

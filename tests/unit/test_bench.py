@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
+from processor.core.enrichment.mapping import to_traits
+from processor.devkit.bare_loop import enriched_output
+from processor.devkit.bench_conversions import table as conversions_table
 from processor.devkit.bench_rig import ProcessWatch, Progress
 from processor.devkit.bench_scenarios import idle_bound, table
+from processor.devkit.clearbit_records import combined_body
+from processor.devkit.samples import analytics_identify, person_email
 
 
 def progress_with(points: list[tuple[float, int]]) -> Progress:
@@ -98,3 +105,56 @@ def test_a_thread_that_waited_for_a_cpu_counts_as_busy() -> None:
                      (10.0, {1: 29.5, 2: 4.0, 3: 1.0})]
     assert watch.busiest_thread_between(0.0, 10.0) == 9.5
     assert watch.busiest_thread_between(5.0, 10.0) == 4.5
+
+
+def test_the_cached_row_gives_the_peers_ratios() -> None:
+    run = {"events_per_s": 20000, "cpu_us_per_event": 40.0, "cores": 1.0, "busy": 0.97,
+           "idle_bound": False}
+    peers = {"stage": run, "bare_enriched": {**run, "events_per_s": 40000},
+             "pool": {**run, "events_per_s": 10000}, "stage_to_bare_enriched": 0.5,
+             "stage_to_pool": 2.0}
+    report = {
+        "machine": {"date": "2026-12-01 10:00 UTC", "cores": 2, "python": "3.11.7"},
+        "quick": False,
+        "scenarios": {"cached": {"sizes": {"medium": {"event_bytes": 1474, "stage": run,
+                                                      "bare_loop": run, "ratio": 1.0}},
+                                 "stage": run, "bare_loop": run, "ratio": 1.0, "peers": peers,
+                                 "idle_bound": [], "target": ">= 0.6", "met": True}},
+    }
+    row = table(report).splitlines()[4]
+    assert "bare loop writing the stage's outputs 40000/s" in row
+    assert "stage **0.5x**" in row
+    assert "32-thread pool 10000/s" in row
+    assert "stage **2.0x**" in row
+
+
+def test_the_enriched_bare_loop_writes_the_traits_the_stage_writes() -> None:
+    email = person_email(7)
+    event = analytics_identify(1, email, user_id="user-7", message_id="m-1", size="medium")
+    out = orjson.loads(enriched_output(event, {}))
+    body = orjson.loads(combined_body(email))
+    assert out["traits"] == {"email": email, **to_traits(body["person"], body["company"])}
+    assert (out["type"], out["userId"], out["messageId"]) == ("identify", "user-7", "m-1")
+    assert len(orjson.dumps(out)) > 3 * len(orjson.dumps(event))
+
+
+def test_the_page_path_is_compared_with_a_bare_loop_through_a_second_topic() -> None:
+    run = {"events_per_s": 10000, "cpu_us_per_event": 90.0, "cores": 1.0,
+           "main_thread_running": 0.9, "main_thread_starved": 0.1, "peak_rss_mb": 200.0,
+           "peak_rss_mb_halves": [199.0, 200.0]}
+    figures = {
+        "sizes": [100, 1000], "ratio_size": 1000, "page_path": run,
+        "bare_loop": {"events_per_s": 50000.0, "cpu_us_per_event": 15.0, "cores": 1.1},
+        "bare_loop_runs": [{"events_per_s": 50000}],
+        "bare_two_hops": {"events_per_s": 25000, "cpu_us_per_event": 30.0},
+        "ratio_to_two_hops": 0.4, "by_size": {"100": run, "1000": run}, "ratio": 0.2,
+        "cpu_ratio": 6.0, "ratio_met": False, "rss_ratio_large_to_small": 1.0,
+        "rss_met": True, "restore_met": True, "cpu_count": 2, "env": {},
+        "restore": {"records": 1000, "seconds": 0.01, "records_per_s": 100000, "cores": 1.5,
+                    "peak_rss_mb": 150.0},
+        "load_average": [1.0, 1.2],
+    }
+    lines = conversions_table(figures).splitlines()
+    assert lines[1].startswith("  ratio to the bare loop: 0.2x by rate")
+    assert lines[2] == ("  the bare loop through a second topic (the page path's records in and "
+                        "out): 25,000/s, 30.0 us; the stage 0.4x its rate")
