@@ -211,7 +211,6 @@ def pytest_runtest_makereport(
     return report
 
 
-
 # --- the Clearbit-compatible server and per-test names ---------------------------------
 
 

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 _UNKNOWN_IDS_KEPT = 1024
 
 
-
 class AvroReader:
     """Values in the Confluent wire format, decoded into JSON-form events."""
 

@@ -382,7 +382,6 @@ class ConversionPipeline(Ledgered[_Payload]):
             produce(output.topic, output.key, output.value, output.headers, delivery,
                     partition=output.partition)
 
-
     def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:
         taken, positions = self._ledger.take_done()
         outputs = [o for slot in taken if isinstance(slot.payload, list) for o in slot.payload]
@@ -390,9 +389,6 @@ class ConversionPipeline(Ledgered[_Payload]):
             outputs += free
         self._free = {}
         return outputs, positions
-
-
-
 
     def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Revoked, lost, or rewound after an aborted transaction: forget their records,

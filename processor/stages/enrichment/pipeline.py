@@ -315,14 +315,10 @@ class Pipeline(Ledgered[_Payload]):
 
     # --- commits ----------------------------------------------------------------
 
-
     def take_decided(self) -> tuple[list[Output], dict[TopicPartition, int]]:
         """Transactional: the leading decided records' outputs, and the positions they reach."""
         taken, positions = self._ledger.take_done()
         return [s.payload for s in taken if isinstance(s.payload, Output)], positions
-
-
-
 
     def drop(self, tps: list[TopicPartition], *, committed: bool = False) -> None:
         """Forget partitions (revoked, lost, or rewound after an aborted transaction)."""
