@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 FORMAT ?= json
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka registry prometheus image-tools image run test test-image check lint typecheck unit integration e2e soak bench bench-quick clean
+.PHONY: help install kafka registry prometheus image-tools image run test test-image check lint typecheck unit integration e2e soak bench bench-quick quix-peer clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,11 +73,21 @@ test-image: $(STAMP) kafka image-tools ## build the image for real and run it on
 soak: $(STAMP) kafka ## the chaos scenarios five times bigger (not part of `make test`)
 	CHAOS_SCALE=5 $(PY) -m pytest --timeout 3600 tests/e2e/test_chaos.py tests/e2e/test_sender_chaos.py
 
-bench: $(STAMP) kafka registry ## the benchmark: prints a table, writes bench-results.json
+bench: $(STAMP) kafka registry quix-peer ## the benchmark: prints a table, writes bench-results.json
 	$(PY) -m processor.devkit.bench
+
+# Quix Streams for the benchmark's peer only: it pins an older confluent-kafka than ours.
+QUIX_VENV := .venv-quix
+$(QUIX_VENV)/.installed:
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/python -m pip install --quiet 'quixstreams==3.28.1'
+	touch $@
+
+quix-peer: $(QUIX_VENV)/.installed ## a venv with Quix Streams, for the benchmark's Quix peer
 
 bench-quick: $(STAMP) kafka registry ## the benchmark with small sizes
 	$(PY) -m processor.devkit.bench --quick
 
 clean: ## remove the venv and caches (not the Kafka jar cache)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(QUIX_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

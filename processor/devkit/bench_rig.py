@@ -30,6 +30,9 @@ from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.samples import analytics_identify, person_email
 
 KEY = "sk_test_local"
+ROOT = Path(__file__).resolve().parents[2]
+# Quix Streams pins an older confluent-kafka than the project's: a venv of its own.
+QUIX_PYTHON = ROOT / ".venv-quix" / "bin" / "python"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -182,6 +185,17 @@ class Bench:
         """The job as a plain consumer and a 32-thread pool (``processor.devkit.pool_peer``)."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
         return self._spawn([sys.executable, "-m", "processor.devkit.pool_peer", self.bootstrap,
+                            names["input"], names["output"], names["group"], self.clearbit.url,
+                            KEY], environment, names)
+
+    def start_quix_peer(self, names: dict[str, str]) -> Running:
+        """The job as a Quix Streams application (``processor.devkit.quix_peer``), from the
+        venv ``make quix-peer`` builds (``QUIX_PYTHON``); ``FileNotFoundError`` without it."""
+        if not QUIX_PYTHON.exists():
+            raise FileNotFoundError(f"{QUIX_PYTHON} is missing: make quix-peer builds it")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
+        environment["PYTHONPATH"] = str(ROOT)
+        return self._spawn([str(QUIX_PYTHON), "-m", "processor.devkit.quix_peer", self.bootstrap,
                             names["input"], names["output"], names["group"], self.clearbit.url,
                             KEY], environment, names)
 

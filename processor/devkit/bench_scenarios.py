@@ -28,6 +28,7 @@ from confluent_kafka import Consumer
 
 from processor.core.enrichment.events import output_message_id
 from processor.devkit.bench_rig import (
+    QUIX_PYTHON,
     Bench,
     Progress,
     Running,
@@ -111,19 +112,28 @@ def cached_path(bench: Bench, quick: bool) -> dict[str, Any]:
 
 def _peers(bench: Bench, count: int) -> dict[str, Any]:
     """On the target size, right after the stage: the bare loop writing the stage's
-    outputs (the same bytes on the broker, none of the work) and the job as a plain
-    consumer with a 32-thread pool, each as a ratio to a second run of the stage."""
+    outputs (the same bytes on the broker, none of the work), the job as a plain
+    consumer with a 32-thread pool, and as a Quix Streams application (when its venv
+    is there), each as a ratio to a second run of the stage."""
+    peers: dict[str, Callable[[dict[str, str]], Running]] = {
+        "bare_enriched": lambda names: bench.start_bare_loop(names, enriched=True),
+        "pool": bench.start_pool_peer, "stage": bench.start_processor}
     runs: dict[str, Any] = {}
-    for which, start in (("bare_enriched", lambda n: bench.start_bare_loop(n, enriched=True)),
-                         ("pool", bench.start_pool_peer), ("stage", bench.start_processor)):
+    if QUIX_PYTHON.exists():
+        peers = {"quix": bench.start_quix_peer, **peers}
+    else:
+        runs["quix_missing"] = f"{QUIX_PYTHON} is missing (make quix-peer)"
+        say(f"   quix peer left out: {runs['quix_missing']}")
+    for which, start in peers.items():
         names = bench.topics(f"peer-{which}")
         produce(bench.bootstrap, names["input"], cached_events(count, DISTINCT, size=TARGET_SIZE))
         runs[which] = _throughput(bench, names, [start(names)], count)
         say(f"   {TARGET_SIZE} events, {which}: {runs[which]}")
     stage = runs["stage"]["events_per_s"]
-    return {**runs, **{f"stage_to_{which}": round(stage / runs[which]["events_per_s"], 2)
-                       if runs[which]["events_per_s"] else 0.0
-                       for which in ("bare_enriched", "pool")}}
+    for which in set(peers) - {"stage"}:
+        rate = runs[which]["events_per_s"]
+        runs[f"stage_to_{which}"] = round(stage / rate, 2) if rate else 0.0
+    return runs
 
 
 def _event_bytes(size: str) -> int:
@@ -413,25 +423,34 @@ def _run(r: dict[str, Any], unit: str = "event") -> str:
             f"{r.get('cores', '?')} cores{busy}{flag})")
 
 
+def _cached_figure(r: dict[str, Any]) -> str:
+    target = (f"stage {_run(r['stage'])} vs bare loop {_run(r['bare_loop'])}: "
+              f"**{r['ratio']}x**")
+    sizes = r.get("sizes", {})
+    if TARGET_SIZE in sizes:
+        target = f"{sizes[TARGET_SIZE]['event_bytes']} B events: " + target
+    others = "; ".join(f"{x['event_bytes']} B events: stage {_run(x['stage'])} vs bare "
+                       f"loop {_run(x['bare_loop'])}: {x['ratio']}x"
+                       for size, x in sizes.items() if size != TARGET_SIZE)
+    peers = r.get("peers")
+    if peers:
+        others = (f"{others}<br>peers on the {TARGET_SIZE} events: stage "
+                  f"{_run(peers['stage'])}; bare loop writing the stage's outputs "
+                  f"{_run(peers['bare_enriched'])}: stage "
+                  f"**{peers['stage_to_bare_enriched']}x**; 32-thread pool "
+                  f"{_run(peers['pool'])}: stage "
+                  f"**{peers['stage_to_pool']}x**")
+        if "quix" in peers:
+            others += (f"; Quix Streams {_run(peers['quix'])}: stage "
+                       f"**{peers['stage_to_quix']}x**")
+        elif "quix_missing" in peers:
+            others += f"; Quix Streams not run: {peers['quix_missing']}"
+    return target if not others else f"{target}; {others}"
+
+
 def _figure(name: str, r: dict[str, Any]) -> str:  # noqa: PLR0911 - one line per scenario
     if name == "cached":
-        target = (f"stage {_run(r['stage'])} vs bare loop {_run(r['bare_loop'])}: "
-                  f"**{r['ratio']}x**")
-        sizes = r.get("sizes", {})
-        if TARGET_SIZE in sizes:
-            target = f"{sizes[TARGET_SIZE]['event_bytes']} B events: " + target
-        others = "; ".join(f"{x['event_bytes']} B events: stage {_run(x['stage'])} vs bare "
-                           f"loop {_run(x['bare_loop'])}: {x['ratio']}x"
-                           for size, x in sizes.items() if size != TARGET_SIZE)
-        peers = r.get("peers")
-        if peers:
-            others = (f"{others}<br>peers on the {TARGET_SIZE} events: stage "
-                      f"{_run(peers['stage'])}; bare loop writing the stage's outputs "
-                      f"{_run(peers['bare_enriched'])}: stage "
-                      f"**{peers['stage_to_bare_enriched']}x**; 32-thread pool "
-                      f"{_run(peers['pool'])}: stage "
-                      f"**{peers['stage_to_pool']}x**")
-        return target if not others else f"{target}; {others}"
+        return _cached_figure(r)
     if name == "cached-avro":
         return f"Avro {_run(r['avro'])} vs JSON {_run(r['json'])}: {r['ratio']}x"
     if name == "lookup":

@@ -126,6 +126,13 @@ def test_the_cached_row_gives_the_peers_ratios() -> None:
     assert "stage **0.5x**" in row
     assert "32-thread pool 10000/s" in row
     assert "stage **2.0x**" in row
+    assert "Quix Streams not run" not in row
+    report["scenarios"]["cached"]["peers"] = {**peers, "quix": {**run, "events_per_s": 5000},
+                                              "stage_to_quix": 4.0}
+    assert "Quix Streams 5000/s (40.0 us CPU/event" in table(report).splitlines()[4]
+    assert "stage **4.0x**" in table(report).splitlines()[4]
+    report["scenarios"]["cached"]["peers"] = {**peers, "quix_missing": ".venv-quix is missing"}
+    assert "Quix Streams not run: .venv-quix is missing" in table(report).splitlines()[4]
 
 
 def test_the_enriched_bare_loop_writes_the_traits_the_stage_writes() -> None:
