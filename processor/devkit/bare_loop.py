@@ -34,8 +34,8 @@ import orjson
 from confluent_kafka import Consumer, Message, Producer
 from pydantic import SecretStr
 
-from processor.core.enrichment.mapping import to_traits
 from processor.devkit.clearbit_records import combined_body
+from processor.devkit.peer_job import prepared
 from processor.entrypoints.bootstrap import kafka_config
 from processor.entrypoints.settings import Settings
 
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     options = argv[4:]
     enriched = "--enriched" in options
     hop = options[options.index("--relay") + 1] if "--relay" in options else None
-    traits: dict[str, orjson.Fragment] = {}
+    traits: dict[str, orjson.Fragment | None] = {}
     stop = False
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
@@ -93,16 +93,13 @@ def store_batch(consumer: Consumer, messages: list[Message]) -> None:
         consumer.store_offsets(message=message)
 
 
-def enriched_output(event: Any, traits: dict[str, orjson.Fragment]) -> bytes:
+def enriched_output(event: Any, traits: dict[str, orjson.Fragment | None]) -> bytes:
     email = event["traits"]["email"]
-    found = traits.get(email)
-    if found is None:
-        body = orjson.loads(combined_body(email))
-        found = traits[email] = orjson.Fragment(orjson.dumps(
-            {"email": email, **to_traits(body.get("person"), body.get("company"))}))
+    if email not in traits:
+        traits[email] = prepared(email, orjson.loads(combined_body(email)))
     return orjson.dumps({"type": "identify", "messageId": event.get("messageId"),
                          "timestamp": event.get("timestamp"), "userId": event.get("userId"),
-                         "anonymousId": event.get("anonymousId"), "traits": found})
+                         "anonymousId": event.get("anonymousId"), "traits": traits[email]})
 
 
 if __name__ == "__main__":

@@ -183,19 +183,19 @@ class Bench:
 
     def start_pool_peer(self, names: dict[str, str]) -> Running:
         """The job as a plain consumer and a 32-thread pool (``processor.devkit.pool_peer``)."""
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
-        return self._spawn([sys.executable, "-m", "processor.devkit.pool_peer", self.bootstrap,
-                            names["input"], names["output"], names["group"], self.clearbit.url,
-                            KEY], environment, names)
+        return self._start_peer(sys.executable, "pool_peer", names)
 
     def start_quix_peer(self, names: dict[str, str]) -> Running:
         """The job as a Quix Streams application (``processor.devkit.quix_peer``), from the
         venv ``make quix-peer`` builds (``QUIX_PYTHON``); ``FileNotFoundError`` without it."""
         if not QUIX_PYTHON.exists():
             raise FileNotFoundError(f"{QUIX_PYTHON} is missing: make quix-peer builds it")
+        return self._start_peer(str(QUIX_PYTHON), "quix_peer", names)
+
+    def _start_peer(self, python: str, module: str, names: dict[str, str]) -> Running:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
-        environment["PYTHONPATH"] = str(ROOT)
-        return self._spawn([str(QUIX_PYTHON), "-m", "processor.devkit.quix_peer", self.bootstrap,
+        environment["PYTHONPATH"] = str(ROOT)  # the project, for a venv that lacks it
+        return self._spawn([python, "-m", f"processor.devkit.{module}", self.bootstrap,
                             names["input"], names["output"], names["group"], self.clearbit.url,
                             KEY], environment, names)
 

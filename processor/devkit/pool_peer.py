@@ -18,27 +18,27 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Any
 
 import httpx
 import orjson
 from confluent_kafka import Consumer, Message, Producer
 
-from processor.core.enrichment.mapping import to_traits
 from processor.devkit.bare_loop import send, store_batch
+from processor.devkit.peer_job import looked_up, output
 
 THREADS = 32
-COMBINED = "/v2/combined/find"
 
 
 class _Job:
+    """``peer_job.output`` for the pool's threads: one dict of answers shared by them, one
+    httpx client per thread."""
+
     def __init__(self, base_url: str, key: str) -> None:
         self._base_url = base_url
         self._headers = {"Authorization": f"Bearer {key}"}
-        self._cache: dict[str, bytes | None] = {}
+        self._cache: dict[str, orjson.Fragment | None] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -49,34 +49,17 @@ class _Job:
             self._local.client = client
         return client
 
-    def _traits(self, email: str) -> bytes | None:
+    def _traits(self, email: str) -> orjson.Fragment | None:
         with self._lock:
             if email in self._cache:
                 return self._cache[email]
-        answer = self._client().get(COMBINED, params={"email": email})
-        traits = None
-        if answer.status_code == 200:
-            body = answer.json()
-            found = to_traits(body.get("person"), body.get("company"))
-            traits = orjson.dumps({"email": email, **found}) if found else None
+        traits = looked_up(self._client(), email)
         with self._lock:
             self._cache[email] = traits
         return traits
 
     def __call__(self, message: Message) -> bytes | None:
-        event: Any = orjson.loads(message.value() or b"{}")
-        if not isinstance(event, dict) or event.get("type") != "identify":
-            return None
-        email = (event.get("traits") or {}).get("email")
-        if not isinstance(email, str) or "@" not in email:
-            return None
-        traits = self._traits(email.strip().lower())
-        if traits is None:
-            return None
-        out = {"type": "identify", "messageId": str(uuid.uuid4()),
-               "userId": event.get("userId"), "anonymousId": event.get("anonymousId"),
-               "traits": orjson.Fragment(traits)}
-        return orjson.dumps(out)
+        return output(orjson.loads(message.value() or b"{}"), self._traits)
 
 
 def main(argv: list[str]) -> int:

@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import uuid
-from typing import Any
 
 import httpx
 import orjson
 from quixstreams import Application  # type: ignore[import-not-found, unused-ignore]
 
-from processor.core.enrichment.mapping import to_traits
-
-COMBINED = "/v2/combined/find"
+from processor.devkit.peer_job import looked_up, output
 
 
 def main(argv: list[str]) -> int:
@@ -37,34 +33,15 @@ def main(argv: list[str]) -> int:
 
     def traits_of(email: str) -> orjson.Fragment | None:
         if email not in cache:
-            answer = client.get(COMBINED, params={"email": email})
-            found = None
-            if answer.status_code == 200:
-                body = answer.json()
-                traits = to_traits(body.get("person"), body.get("company"))
-                if traits:
-                    found = orjson.Fragment(orjson.dumps({"email": email, **traits}))
-            cache[email] = found
+            cache[email] = looked_up(client, email)
         return cache[email]
-
-    def enrich(event: Any) -> bytes | None:
-        if not isinstance(event, dict) or event.get("type") != "identify":
-            return None
-        email = (event.get("traits") or {}).get("email")
-        if not isinstance(email, str) or "@" not in email:
-            return None
-        traits = traits_of(email.strip().lower())
-        if traits is None:
-            return None
-        return orjson.dumps({"type": "identify", "messageId": str(uuid.uuid4()),
-                             "userId": event.get("userId"),
-                             "anonymousId": event.get("anonymousId"), "traits": traits})
 
     app = Application(broker_address=bootstrap, consumer_group=group,
                       auto_offset_reset="earliest", auto_create_topics=False,
                       state_dir=tempfile.mkdtemp(prefix="quix-peer-"))
     frame = app.dataframe(app.topic(source, value_deserializer="json"))
-    frame = frame.apply(enrich).filter(lambda value: value is not None)
+    frame = frame.apply(lambda event: output(event, traits_of))
+    frame = frame.filter(lambda value: value is not None)
     frame.to_topic(app.topic(sink, value_serializer="bytes"))
     app.run()
     return 0
