@@ -10,7 +10,8 @@ fresh topics, and reads its figures from the outside:
   and the cores that makes; how busy the busiest thread was (running, or
   runnable and waiting for a CPU, from ``schedstat``): a run with a backlog whose
   busiest thread was busy less than 0.85 of the time, held by nothing it is meant
-  to respect, is flagged idle-bound;
+  to respect, while at least 0.15 of the machine's CPU was idle (``/proc/stat``),
+  is flagged idle-bound;
 * peak memory from ``VmHWM`` (the peak resident set) in ``/proc/<pid>/status``,
   and the peaks of ``VmRSS`` in the first and second half of the outputs;
 * latency from the broker's append times of each input and its output.

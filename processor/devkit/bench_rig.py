@@ -60,6 +60,8 @@ class ProcessWatch(threading.Thread):
         # (wall time, busy seconds by thread id), every 100 ms
         self.threads: list[tuple[float, dict[int, float]]] = []
         self.rss: list[tuple[float, int]] = []  # (wall time, resident bytes)
+        # (wall time, all CPU ticks, idle ticks) of the whole machine, every 100 ms
+        self.machine: list[tuple[float, int, int]] = []
         self.peak_rss = 0
         self._halt = threading.Event()
 
@@ -72,6 +74,7 @@ class ProcessWatch(threading.Thread):
                 self.samples.append((time.time(), cpu))
                 if turn % 10 == 0:
                     self.threads.append((time.time(), self._thread_busy()))
+                    self.machine.append((time.time(), *_machine_ticks()))
                 for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
@@ -102,6 +105,15 @@ class ProcessWatch(threading.Thread):
         last = next((b for t, b in reversed(self.threads) if t <= end), first)
         return max((seconds - first.get(tid, 0.0) for tid, seconds in last.items()),
                    default=0.0)
+
+    def machine_idle_between(self, start: float, end: float) -> float:
+        """The share of the machine's CPU time (all cores) that was idle over the window."""
+        if not self.machine:
+            return 0.0
+        first = next((m for m in reversed(self.machine) if m[0] <= start), self.machine[0])
+        last = next((m for m in reversed(self.machine) if m[0] <= end), first)
+        total = last[1] - first[1]
+        return (last[2] - first[2]) / total if total > 0 else 0.0
 
     def peak_rss_between(self, start: float, end: float) -> int:
         return max((rss for t, rss in self.rss if start <= t <= end), default=0)
@@ -363,6 +375,17 @@ def machine() -> dict[str, Any]:
     return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cores": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform()}
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """All CPU ticks of the machine so far, and the idle ones (idle and iowait)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def machine_idle_share(running: list[Running], start: float, end: float) -> float:
+    """The share of the machine's CPU that was idle over the window."""
+    return running[0].watch.machine_idle_between(start, end)
 
 
 def cores_between(running: list[Running], start: float, end: float) -> float:

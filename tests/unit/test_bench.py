@@ -67,7 +67,7 @@ def test_idle_bound_runs_are_flagged_and_listed() -> None:
     busy = {"events_per_s": 20000, "cpu_us_per_event": 40.0, "cores": 0.8, "busy": 0.97,
             "idle_bound": False}
     idle = {"events_per_s": 9000, "cpu_us_per_event": 50.0, "cores": 0.45, "busy": 0.5,
-            "idle_bound": True}
+            "machine_idle": 0.41, "idle_bound": True}
     report = {
         "machine": {"date": "2026-12-01 10:00 UTC", "cores": 2, "python": "3.11.7"},
         "quick": True, "broker": "local Apache Kafka 3.9.1",
@@ -81,10 +81,12 @@ def test_idle_bound_runs_are_flagged_and_listed() -> None:
     lines = table(report).splitlines()
     assert lines[0].endswith("Python 3.11.7, local Apache Kafka 3.9.1 (quick sizes)")
     assert ("1474 B events: stage 9000/s (50.0 us CPU/event, 0.45 cores, busiest thread "
-            "0.5 busy, ") in lines[4]
-    assert "**idle-bound**) vs bare loop 20000/s" in lines[4]
+            "0.5 busy, machine 0.41 idle, ") in lines[4]
+    assert "**idle-bound**) vs bare loop 20000/s (40.0 us CPU/event, 0.8 cores, busiest " \
+        "thread 0.97 busy)" in lines[4]
     assert lines[-1] == ("Idle-bound (busiest thread busy and cores used below 0.85, with a "
-                         "backlog): cached (medium stage)")
+                         "backlog, while at least 0.15 of the machine's CPU was idle): "
+                         "cached (medium stage)")
 
 
 def test_idle_bound_takes_both_the_busiest_thread_and_the_cores() -> None:
@@ -93,8 +95,11 @@ def test_idle_bound_takes_both_the_busiest_thread_and_the_cores() -> None:
     assert not idle_bound(busy=0.97, cores=0.45)
     # Two Python threads taking turns on the interpreter's lock: a core used.
     assert not idle_bound(busy=0.7, cores=0.91)
-    # Two processes sharing 1.17 cores, each waiting on a starved broker.
-    assert idle_bound(busy=0.43, cores=1.17, processes=2)
+    # Two processes sharing 1.17 cores while the machine had CPU to spare.
+    assert idle_bound(busy=0.43, cores=1.17, processes=2, spare=0.3)
+    # The same on a machine with no CPU to spare: two stages and the broker on two
+    # cores wait on each other, CPU-bound rather than idle.
+    assert not idle_bound(busy=0.43, cores=1.17, processes=2, spare=0.05)
 
 
 def test_a_thread_that_waited_for_a_cpu_counts_as_busy() -> None:
@@ -105,6 +110,16 @@ def test_a_thread_that_waited_for_a_cpu_counts_as_busy() -> None:
                      (10.0, {1: 29.5, 2: 4.0, 3: 1.0})]
     assert watch.busiest_thread_between(0.0, 10.0) == 9.5
     assert watch.busiest_thread_between(5.0, 10.0) == 4.5
+
+
+def test_the_machine_idle_share_is_read_over_the_window() -> None:
+    watch = ProcessWatch(pid=0)
+    # (wall time, all ticks, idle ticks): 200 ticks a second on 2 cores, idle 50 of
+    # the first second's and 10 of the second's.
+    watch.machine = [(0.0, 1000, 400), (1.0, 1200, 450), (2.0, 1400, 460)]
+    assert watch.machine_idle_between(0.0, 2.0) == 60 / 400
+    assert watch.machine_idle_between(1.0, 2.0) == 10 / 200
+    assert ProcessWatch(pid=0).machine_idle_between(0.0, 1.0) == 0.0
 
 
 def test_the_cached_row_gives_the_peers_ratios() -> None:
