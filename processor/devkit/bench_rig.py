@@ -7,11 +7,13 @@ scenarios, which take everything they need from here.
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -34,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Quix Streams pins an older confluent-kafka than the project's: a venv of its own.
 QUIX_PYTHON = ROOT / ".venv-quix" / "bin" / "python"
 TICK = os.sysconf("SC_CLK_TCK")
+# The code issue 14 measured (2026-11-23): its CPU per cached event is what the issue's
+# target halves, so the cached scenario runs it next to today's on the same events.
+BEFORE_ISSUE_14 = "5f4e6b5"
 
 
 def say(text: str) -> None:
@@ -169,6 +174,15 @@ class Bench:
         return names
 
     def start_processor(self, names: dict[str, str], **env: str) -> Running:
+        return self._start_stage(names, env)
+
+    def start_processor_at(self, source: Path, names: dict[str, str]) -> Running:
+        """``processor run`` of another version: ``source`` holds its ``processor`` package
+        (``code_at``)."""
+        return self._start_stage(names, {}, source)
+
+    def _start_stage(self, names: dict[str, str], env: dict[str, str],
+                     source: Path | None = None) -> Running:
         environment = {k: v for k, v in os.environ.items()
                        if not k.startswith(("PROCESSOR_", "CLEARBIT_"))}
         environment.update({
@@ -181,7 +195,8 @@ class Bench:
         })
         environment.update(self.stage_env)
         environment.update(env)
-        return self._spawn([sys.executable, "-m", "processor", "run"], environment, names)
+        return self._spawn([sys.executable, "-m", "processor", "run"], environment, names,
+                           cwd=source)
 
     def start_bare_loop(self, names: dict[str, str], *, enriched: bool = False) -> Running:
         """The baseline: consume and produce with the stage's own client settings
@@ -211,13 +226,34 @@ class Bench:
                             names["input"], names["output"], names["group"], self.clearbit.url,
                             KEY], environment, names)
 
-    def _spawn(self, argv: list[str], env: dict[str, str], names: dict[str, str]) -> Running:
+    def _spawn(self, argv: list[str], env: dict[str, str], names: dict[str, str],
+               cwd: Path | None = None) -> Running:
         log = self.workdir / f"{names['group']}-{uuid.uuid4().hex[:4]}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # ``python -m`` imports from its working directory first: ``cwd`` picks the code.
+            process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       cwd=cwd)
         watch = ProcessWatch(process.pid)
         watch.start()
         return Running(process, watch, log)
+
+
+def code_at(commit: str, workdir: Path) -> Path:
+    """A folder holding the ``processor`` package as it was at ``commit`` in this checkout
+    (``git archive``); ``RuntimeError`` saying why when git or the commit is not there."""
+    target = workdir / f"code-{commit}"
+    if (target / "processor").is_dir():
+        return target
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "processor"],
+                                 capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = (getattr(error, "stderr", b"") or b"").decode(errors="replace").strip()
+        raise RuntimeError(f"git archive {commit} failed: {detail or error}") from error
+    target.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target
 
 
 # --- input and output -------------------------------------------------------------------

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer
 
 from processor.core.enrichment.events import output_message_id
 from processor.devkit.bench_rig import (
+    BEFORE_ISSUE_14,
     QUIX_PYTHON,
     Bench,
     Progress,
@@ -39,6 +40,7 @@ from processor.devkit.bench_rig import (
     Scenario,
     busiest_thread_share,
     cached_events,
+    code_at,
     cores_between,
     machine_idle_share,
     new_email_events,
@@ -123,7 +125,8 @@ def _peers(bench: Bench, count: int) -> dict[str, Any]:
     """On the target size, right after the stage: the bare loop writing the stage's
     outputs (the same bytes on the broker, none of the work), the job as a plain
     consumer with a 32-thread pool, and as a Quix Streams application (when its venv
-    is there), each as a ratio to a second run of the stage."""
+    is there), each as a ratio to a second run of the stage; and the stage's code before
+    issue 14 (when this checkout has it), whose CPU per event the issue's target halves."""
     peers: dict[str, Callable[[dict[str, str]], Running]] = {
         "bare_enriched": lambda names: bench.start_bare_loop(names, enriched=True),
         "pool": bench.start_pool_peer, "stage": bench.start_processor}
@@ -133,6 +136,12 @@ def _peers(bench: Bench, count: int) -> dict[str, Any]:
     else:
         runs["quix_missing"] = f"{QUIX_PYTHON} is missing (make quix-peer)"
         say(f"   quix peer left out: {runs['quix_missing']}")
+    try:
+        before = code_at(BEFORE_ISSUE_14, bench.workdir)
+        peers = {"before": partial(bench.start_processor_at, before), **peers}
+    except RuntimeError as error:
+        runs["before_missing"] = str(error)
+        say(f"   the code before issue 14 left out: {error}")
     for which, start in peers.items():
         names = bench.topics(f"peer-{which}")
         produce(bench.bootstrap, names["input"], cached_events(count, DISTINCT, size=TARGET_SIZE))
@@ -142,6 +151,11 @@ def _peers(bench: Bench, count: int) -> dict[str, Any]:
     for which in set(peers) - {"stage"}:
         rate = runs[which]["events_per_s"]
         runs[f"stage_to_{which}"] = round(stage / rate, 2) if rate else 0.0
+    if "before" in runs:
+        cpu = runs["before"]["cpu_us_per_event"]
+        runs["cpu_to_before"] = round(runs["stage"]["cpu_us_per_event"] / cpu, 2)
+        runs["bare_enriched_cpu_to_before"] = round(
+            runs["bare_enriched"]["cpu_us_per_event"] / cpu, 2)
     return runs
 
 
@@ -458,6 +472,13 @@ def _cached_figure(r: dict[str, Any]) -> str:
                        f"**{peers['stage_to_quix']}x**")
         elif "quix_missing" in peers:
             others += f"; Quix Streams not run: {peers['quix_missing']}"
+        if "before" in peers:
+            others += (f"<br>CPU per event against the stage before issue 14 "
+                       f"({BEFORE_ISSUE_14}, {_run(peers['before'])}): stage "
+                       f"**{peers['cpu_to_before']}x** (target <= 0.5x), the bare loop "
+                       f"writing the stage's outputs {peers['bare_enriched_cpu_to_before']}x")
+        elif "before_missing" in peers:
+            others += f"<br>the stage before issue 14 not run: {peers['before_missing']}"
     return target if not others else f"{target}; {others}"
 
 

@@ -3,14 +3,16 @@ are ``make bench``, not tests)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from processor.core.enrichment.mapping import to_traits
 from processor.devkit.bare_loop import enriched_output
 from processor.devkit.bench_conversions import table as conversions_table
-from processor.devkit.bench_rig import ProcessWatch, Progress
+from processor.devkit.bench_rig import BEFORE_ISSUE_14, ProcessWatch, Progress, code_at
 from processor.devkit.bench_scenarios import idle_bound, table
 from processor.devkit.clearbit_records import combined_body
 from processor.devkit.samples import analytics_identify, person_email
@@ -128,7 +130,7 @@ def test_the_cached_row_gives_the_peers_ratios() -> None:
     peers = {"stage": run, "bare_enriched": {**run, "events_per_s": 40000},
              "pool": {**run, "events_per_s": 10000}, "stage_to_bare_enriched": 0.5,
              "stage_to_pool": 2.0}
-    report = {
+    report: dict[str, Any] = {
         "machine": {"date": "2026-12-01 10:00 UTC", "cores": 2, "python": "3.11.7"},
         "quick": False,
         "scenarios": {"cached": {"sizes": {"medium": {"event_bytes": 1474, "stage": run,
@@ -148,6 +150,25 @@ def test_the_cached_row_gives_the_peers_ratios() -> None:
     assert "stage **4.0x**" in table(report).splitlines()[4]
     report["scenarios"]["cached"]["peers"] = {**peers, "quix_missing": ".venv-quix is missing"}
     assert "Quix Streams not run: .venv-quix is missing" in table(report).splitlines()[4]
+    report["scenarios"]["cached"]["peers"] = {
+        **peers, "before": {**run, "cpu_us_per_event": 80.0}, "cpu_to_before": 0.5,
+        "bare_enriched_cpu_to_before": 0.4}
+    assert ("CPU per event against the stage before issue 14 (5f4e6b5, 20000/s (80.0 us "
+            "CPU/event, 1.0 cores, busiest thread 0.97 busy)): stage **0.5x** (target <= "
+            "0.5x), the bare loop writing the stage's outputs 0.4x"
+            ) in table(report).splitlines()[4]
+    report["scenarios"]["cached"]["peers"] = {**peers, "before_missing": "git archive failed"}
+    assert "the stage before issue 14 not run: git archive failed" in table(report).splitlines()[4]
+
+
+def test_the_code_before_issue_14_is_taken_from_the_checkout(tmp_path: Path) -> None:
+    source = code_at(BEFORE_ISSUE_14, tmp_path)
+    assert (source / "processor" / "__main__.py").is_file()
+    # Not this checkout's: the stage's pipeline was one module then.
+    assert (source / "processor" / "pipeline.py").is_file()
+    assert code_at(BEFORE_ISSUE_14, tmp_path) == source
+    with pytest.raises(RuntimeError, match="git archive 0000000 failed"):
+        code_at("0000000", tmp_path)
 
 
 def test_the_enriched_bare_loop_writes_the_traits_the_stage_writes() -> None:
