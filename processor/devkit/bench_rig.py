@@ -238,14 +238,15 @@ class Bench:
         return Running(process, watch, log)
 
 
-def code_at(commit: str, workdir: Path) -> Path:
-    """A folder holding the ``processor`` package as it was at ``commit`` in this checkout
-    (``git archive``); ``RuntimeError`` saying why when git or the commit is not there."""
+def code_at(commit: str, workdir: Path, repo: Path = ROOT) -> Path:
+    """A folder holding the ``processor`` package as it was at ``commit`` in ``repo``
+    (``git archive``); ``RuntimeError`` saying why when git or the commit is not there
+    (a shallow clone)."""
     target = workdir / f"code-{commit}"
     if (target / "processor").is_dir():
         return target
     try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "processor"],
+        archive = subprocess.run(["git", "-C", str(repo), "archive", commit, "processor"],
                                  capture_output=True, check=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as error:
         detail = (getattr(error, "stderr", b"") or b"").decode(errors="replace").strip()

@@ -3,6 +3,7 @@ are ``make bench``, not tests)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from processor.core.enrichment.mapping import to_traits
 from processor.devkit.bare_loop import enriched_output
 from processor.devkit.bench_conversions import table as conversions_table
-from processor.devkit.bench_rig import BEFORE_ISSUE_14, ProcessWatch, Progress, code_at
+from processor.devkit.bench_rig import ProcessWatch, Progress, code_at
 from processor.devkit.bench_scenarios import idle_bound, table
 from processor.devkit.clearbit_records import combined_body
 from processor.devkit.samples import analytics_identify, person_email
@@ -161,14 +162,23 @@ def test_the_cached_row_gives_the_peers_ratios() -> None:
     assert "the stage before issue 14 not run: git archive failed" in table(report).splitlines()[4]
 
 
-def test_the_code_before_issue_14_is_taken_from_the_checkout(tmp_path: Path) -> None:
-    source = code_at(BEFORE_ISSUE_14, tmp_path)
-    assert (source / "processor" / "__main__.py").is_file()
-    # Not this checkout's: the stage's pipeline was one module then.
-    assert (source / "processor" / "pipeline.py").is_file()
-    assert code_at(BEFORE_ISSUE_14, tmp_path) == source
-    with pytest.raises(RuntimeError, match="git archive 0000000 failed"):
-        code_at("0000000", tmp_path)
+def test_another_version_of_the_code_is_taken_from_the_history(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "processor").mkdir(parents=True)
+    (repo / "processor" / "__main__.py").write_text("print('then')\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "then"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    (repo / "processor" / "__main__.py").write_text("print('now')\n")
+    source = code_at(commit, tmp_path / "work", repo)
+    assert (source / "processor" / "__main__.py").read_text() == "print('then')\n"
+    assert code_at(commit, tmp_path / "work", repo) == source
+    # A commit the checkout lacks (a shallow clone): the reason, for the table.
+    with pytest.raises(RuntimeError, match=r"git archive 0000000 failed: .*0000000"):
+        code_at("0000000", tmp_path / "work", repo)
 
 
 def test_the_enriched_bare_loop_writes_the_traits_the_stage_writes() -> None:
