@@ -25,9 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
-from processor.devkit.broker import KAFKA_VERSION, LocalKafka, create_topics
+from processor.devkit.broker import KAFKA_VERSION, LocalKafka, admin_client, create_topics
 from processor.devkit.clearbit_server import ClearbitServer
 from processor.devkit.samples import analytics_identify, person_email
 
@@ -369,6 +375,31 @@ class Progress:
         start = next(p for p in self.points if p[1] >= total * low)
         end = next(p for p in self.points if p[1] >= total * high)
         return start[0], end[0], end[1] - start[1]
+
+
+def wait_for_members(bootstrap: str, group: str, members: int, partitions: int,
+                     timeout: float = 90.0) -> None:
+    """Wait until ``group`` is stable with ``members`` members that hold ``partitions``
+    partitions between them: a run that starts before then measures one process working
+    while the others wait to join."""
+    admin = admin_client(bootstrap)
+    deadline = time.monotonic() + timeout
+    seen = "no description"
+    while time.monotonic() < deadline:
+        try:
+            group_description = admin.describe_consumer_groups([group])[group].result(10)
+        except KafkaException as error:
+            seen = str(error)
+        else:
+            held = sum(len(m.assignment.topic_partitions) for m in group_description.members)
+            seen = (f"{group_description.state.name}, {len(group_description.members)} "
+                    f"members, {held} partitions")
+            if (group_description.state == ConsumerGroupState.STABLE
+                    and len(group_description.members) == members and held == partitions):
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"group {group} not stable with {members} members after "
+                       f"{timeout:.0f}s ({seen})")
 
 
 def wait_for_outputs(bootstrap: str, topic: str, count: int, timeout: float) -> None:

@@ -343,7 +343,7 @@ def tail(path: Path, lines: int = _TAIL_LINES) -> str:
 # --- readiness and topics ---------------------------------------------------------------
 
 
-def _admin(bootstrap: str) -> AdminClient:
+def admin_client(bootstrap: str) -> AdminClient:
     # The stubs type the config as scalars only; "logger" takes a logging.Logger.
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _client_log}
     return AdminClient(config)
@@ -367,7 +367,7 @@ def wait_until_ready(bootstrap: str, timeout: float,
     """
     host, _, port = bootstrap.split(",", maxsplit=1)[0].strip().rpartition(":")
     deadline = time.monotonic() + timeout
-    admin = _admin(bootstrap)
+    admin = admin_client(bootstrap)
     while True:
         if alive is not None and not alive():
             raise BrokerError(f"the broker process exited before {bootstrap} answered")
@@ -394,7 +394,7 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], timeout: float = 30
     so fixtures and the demo can call this without checking first. Waiting for
     leaders spares callers a first produce that fails with "unknown partition".
     """
-    admin = _admin(bootstrap)
+    admin = admin_client(bootstrap)
     deadline = time.monotonic() + timeout
     wanted = [NewTopic(name, num_partitions=count, replication_factor=1,
                        config=dict(config or {})) for name, count in topics.items()]
