@@ -152,6 +152,25 @@ def max_message_bytes(config: Mapping[str, Any], topics: Sequence[str], timeout:
 # topic whose configuration cannot be read) and its batch size.
 PRODUCER_DEFAULT_MAX_BYTES = 1_000_000
 PRODUCER_DEFAULT_BATCH_BYTES = 1_000_000
+# The outputs the producer may hold unconfirmed, in bytes (see size_producer).
+PRODUCER_QUEUE_BYTES = 32 * 2**20
+
+
+def size_producer(producer_config: dict[str, Any], producer_sources: Mapping[str, str],
+                  room: Sequence[int]) -> None:
+    """The producer's record, batch and queue sizes for topics taking ``room`` bytes a
+    record, each left as a pass-through variable set it. The queue of outputs not yet
+    confirmed is bounded in bytes (librdkafka's default is 1 GiB): with records of any
+    size it is what bounds the output side's memory, and it always holds two records of
+    the largest size, so that one fits whatever else is queued."""
+    if "message.max.bytes" not in producer_sources:
+        producer_config["message.max.bytes"] = min(1_000_000_000, max(1000, *room))
+    if "batch.size" not in producer_sources:
+        producer_config["batch.size"] = max(1, min(PRODUCER_DEFAULT_BATCH_BYTES, *room))
+    if "queue.buffering.max.kbytes" not in producer_sources:
+        largest = int(producer_config["message.max.bytes"])
+        producer_config["queue.buffering.max.kbytes"] = max(PRODUCER_QUEUE_BYTES,
+                                                            2 * largest) // 1024 + 1
 
 
 def producer_limits(admin_config: Mapping[str, Any], topics: Sequence[str], timeout: float,
@@ -163,11 +182,7 @@ def producer_limits(admin_config: Mapping[str, Any], topics: Sequence[str], time
     topics take), its ``batch.size`` to the smallest (a batch is held to the limit of its
     topic as a whole). Any stage's composition root calls it before building the sink."""
     found = max_message_bytes(admin_config, topics, timeout, fallback=PRODUCER_DEFAULT_MAX_BYTES)
-    room = [usable(found[topic]) for topic in topics]
-    if "message.max.bytes" not in producer_sources:
-        producer_config["message.max.bytes"] = min(1_000_000_000, max(1000, *room))
-    if "batch.size" not in producer_sources:
-        producer_config["batch.size"] = max(1, min(PRODUCER_DEFAULT_BATCH_BYTES, *room))
+    size_producer(producer_config, producer_sources, [usable(found[topic]) for topic in topics])
     log.info("record limits: %s", ", ".join(f"{t} {usable(found[t])} bytes" for t in topics))
     return TopicLimits.of_topics(found, int(producer_config["message.max.bytes"]))
 
