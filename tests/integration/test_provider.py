@@ -3,7 +3,6 @@ broker against the real Clearbit-compatible server (whose request log the tests 
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import Counter
 
@@ -56,8 +55,12 @@ def test_rate_limit_is_respected_not_discovered(kafka_bootstrap: str, names: Nam
     assert stats["max_requests_in_any_60s_window"] <= 300
     assert waited > 0  # the client spaced its requests itself
     times = [entry["time"] for entry in clearbit.requests()]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.19  # 300/min is one request per 0.2 s (minus clock jitter)
+    # 300/min is one request per 0.2 s. The server stamps each request when its thread
+    # gets to it, so one stamped late makes one gap short and the next long (0.185 s then
+    # seen on a loaded machine): no burst means every run of requests spans its count.
+    spans = [(times[i] - times[j]) - (i - j) * 0.2
+             for j in range(len(times)) for i in range(j + 1, len(times))]
+    assert min(spans) >= -0.05
 
 
 @pytest.mark.parametrize("retry_after", [True, False], ids=["retry-after", "reset-header"])
