@@ -71,8 +71,9 @@ class ProcessWatch(threading.Thread):
         # (wall time, busy seconds by thread id), every 100 ms
         self.threads: list[tuple[float, dict[int, float]]] = []
         self.rss: list[tuple[float, int]] = []  # (wall time, resident bytes)
-        # (wall time, all CPU ticks, idle ticks) of the whole machine, every 100 ms
-        self.machine: list[tuple[float, int, int]] = []
+        # (wall time, CPU ticks) of the whole machine, all and idle, every 100 ms
+        self.machine_ticks: list[tuple[float, float]] = []
+        self.idle_ticks: list[tuple[float, float]] = []
         self.peak_rss = 0
         self._halt = threading.Event()
 
@@ -85,7 +86,10 @@ class ProcessWatch(threading.Thread):
                 self.samples.append((time.time(), cpu))
                 if turn % 10 == 0:
                     self.threads.append((time.time(), self._thread_busy()))
-                    self.machine.append((time.time(), *_machine_ticks()))
+                    now = time.time()
+                    ticks, idle = _machine_ticks()
+                    self.machine_ticks.append((now, ticks))
+                    self.idle_ticks.append((now, idle))
                 for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
@@ -119,12 +123,8 @@ class ProcessWatch(threading.Thread):
 
     def machine_idle_between(self, start: float, end: float) -> float:
         """The share of the machine's CPU time (all cores) that was idle over the window."""
-        if not self.machine:
-            return 0.0
-        first = next((m for m in reversed(self.machine) if m[0] <= start), self.machine[0])
-        last = next((m for m in reversed(self.machine) if m[0] <= end), first)
-        total = last[1] - first[1]
-        return (last[2] - first[2]) / total if total > 0 else 0.0
+        total = _between(self.machine_ticks, start, end)
+        return _between(self.idle_ticks, start, end) / total if total > 0 else 0.0
 
     def peak_rss_between(self, start: float, end: float) -> int:
         return max((rss for t, rss in self.rss if start <= t <= end), default=0)

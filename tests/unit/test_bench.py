@@ -117,9 +117,9 @@ def test_a_thread_that_waited_for_a_cpu_counts_as_busy() -> None:
 
 def test_the_machine_idle_share_is_read_over_the_window() -> None:
     watch = ProcessWatch(pid=0)
-    # (wall time, all ticks, idle ticks): 200 ticks a second on 2 cores, idle 50 of
-    # the first second's and 10 of the second's.
-    watch.machine = [(0.0, 1000, 400), (1.0, 1200, 450), (2.0, 1400, 460)]
+    # 200 ticks a second on 2 cores, idle 50 of the first second's and 10 of the second's.
+    watch.machine_ticks = [(0.0, 1000), (1.0, 1200), (2.0, 1400)]
+    watch.idle_ticks = [(0.0, 400), (1.0, 450), (2.0, 460)]
     assert watch.machine_idle_between(0.0, 2.0) == 60 / 400
     assert watch.machine_idle_between(1.0, 2.0) == 10 / 200
     assert ProcessWatch(pid=0).machine_idle_between(0.0, 1.0) == 0.0
